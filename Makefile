@@ -1,0 +1,44 @@
+# Relay — two commands on a fresh machine:  make run   and   make test
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench kafka-up kafka-down kafka-status venv clean
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+kafka-up:
+	deploy/kafka/kafka.sh up
+
+kafka-down:
+	deploy/kafka/kafka.sh down
+
+kafka-status:
+	deploy/kafka/kafka.sh status
+
+## make run: venv + deps, local Kafka, SQLite store, the relay and a verifying demo receiver.
+run: $(STAMP) kafka-up
+	$(BIN)/relay demo
+
+## make test: the whole suite on a real broker (started by the test fixture when needed).
+test: $(STAMP)
+	deploy/kafka/kafka.sh fetch
+	$(BIN)/ruff check relay tests bench
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check relay tests bench
+
+bench: $(STAMP) kafka-up
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .relay deploy/kafka/lib

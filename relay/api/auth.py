@@ -1,0 +1,49 @@
+"""Bearer authentication: the admin key, or an account's API key (looked up by its hash)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from aiohttp import web
+
+from relay.api.context import context
+from relay.api.errors import ApiError
+from relay.crypto import hash_api_key
+from relay.store.models import Account
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.yaml"})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS or request.path.startswith("/ui"):
+        return await handler(request)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <api key>")
+    token = token.strip()
+    admin_key = context(request).settings.admin_key
+    if admin_key and hmac.compare_digest(token.encode(), admin_key.encode()):
+        request["admin"] = True
+        request["account"] = None
+        return await handler(request)
+    account = await context(request).store.account_for_key(hash_api_key(token))
+    if account is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked API key")
+    request["admin"] = False
+    request["account"] = account
+    return await handler(request)
+
+
+def require_admin(request: web.Request) -> None:
+    if not request.get("admin"):
+        raise ApiError(403, "forbidden", "this route needs the admin key")
+
+
+def require_account(request: web.Request) -> Account:
+    account = request.get("account")
+    if account is None:
+        raise ApiError(403, "forbidden", "this route needs an account API key")
+    return account

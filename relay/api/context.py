@@ -1,0 +1,31 @@
+"""What the API handlers share, injected once when the application is built."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from relay.config import Settings
+from relay.delivery.http import DeliveryClient
+from relay.routing import Router
+from relay.store.base import Store
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    store: Store
+    client: DeliveryClient
+    router: Router | None = None
+    readiness: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+
+
+CONTEXT = web.AppKey("relay_context", ApiContext)
+
+
+def context(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]

@@ -1,0 +1,40 @@
+"""/healthz (the process answers), /readyz (Kafka and the store answer), /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from relay.api.context import context
+from relay.api.errors import json_response
+from relay.metrics import METRICS
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    ctx = context(request)
+    checks = {"store": ctx.store.ping, **ctx.readiness}
+    failures = {}
+    for name, check in checks.items():
+        try:
+            await asyncio.wait_for(check(), timeout=2.0)
+        except Exception as exc:
+            failures[name] = f"{type(exc).__name__}: {exc}"
+    if failures:
+        return json_response({"status": "unavailable", "failures": failures}, status=503)
+    return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(METRICS.registry),
+                        headers={"content-type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,172 @@
+"""Builds the relay from its settings, runs it, and shuts it down in the right order.
+
+Start order follows the data flow backwards (store, routing, delivery, API, then ingest), so
+nothing is consumed before there is somewhere to put it; stop order is the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import structlog
+from aiohttp import web
+from aiokafka.admin import AIOKafkaAdminClient
+
+from relay.api import ApiContext, build_api
+from relay.config import Settings
+from relay.crypto import SecretBox, load_master_key
+from relay.delivery.dispatcher import Dispatcher
+from relay.delivery.http import DeliveryClient, UrlPolicy
+from relay.delivery.lane import LaneConfig
+from relay.delivery.retry import RetryPolicy
+from relay.ingest import Ingest
+from relay.metrics import METRICS
+from relay.publisher import Publisher
+from relay.routing import Router
+from relay.store import open_store
+from relay.store.models import Callback, DeliveryResult
+from relay.topics import ensure_topics
+
+log = structlog.get_logger("relay.app")
+
+INPUT_TOPIC_PARTITIONS = 6
+
+
+class Relay:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        s = self.settings
+        Path(s.data_dir).mkdir(parents=True, exist_ok=True)
+        box = SecretBox(load_master_key(s.master_key, s.data_dir))
+        self.store = open_store(s.resolved_store_url, box)
+        await self.store.start()
+
+        await ensure_topics(s.kafka_bootstrap, {
+            **{topic: INPUT_TOPIC_PARTITIONS for topic in s.topics},
+            s.quarantine_topic: 1, s.deadletter_topic: 1, s.ops_topic: 1,
+        })
+        self.router = Router(self.store)
+        await self.router.start()
+        self.client = DeliveryClient(UrlPolicy(s.url_allowlist), s.global_max_in_flight)
+        await self.client.start()
+        self.publisher = Publisher(s.kafka_bootstrap)
+        await self.publisher.start()
+
+        self.dispatcher = Dispatcher(
+            self.store, self.client, self.router.callback,
+            RetryPolicy(s.retry_schedule, s.retry_max_age, s.retry_after_max),
+            LaneConfig(s.lane_max_in_flight, s.lane_window, s.batch_linger, s.delivery_timeout),
+            global_max_in_flight=s.global_max_in_flight, clock=self._clock,
+        )
+        self.dispatcher.add_listener(self._on_result)
+        await self.dispatcher.start()
+
+        ctx = ApiContext(s, self.store, self.client, self.router,
+                         readiness={"kafka": self._kafka_ready}, clock=self._clock)
+        self._runner = web.AppRunner(build_api(ctx), access_log=None)
+        await self._runner.setup()
+        host, port = s.api_host_port
+        await web.TCPSite(self._runner, host, port).start()
+
+        self.ingest = Ingest(s, self.store, self.router, self.dispatcher, self.publisher,
+                             clock=self._clock)
+        await self.ingest.start()
+        log.info("relay_started", api=s.api_listen, topics=list(s.topics),
+                 store=s.resolved_store_url.split("?")[0], kafka=s.kafka_bootstrap)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight POSTs finish (bounded), persist results, close."""
+        log.info("relay_stopping")
+        await self.ingest.stop()
+        await self.dispatcher.stop(grace=5.0)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
+        await self.publisher.stop()
+        await self.client.close()
+        if self._runner:
+            await self._runner.cleanup()
+        await self.router.stop()
+        await self.store.close()
+        log.info("relay_stopped")
+        self._stopped.set()
+
+    async def run_until_signalled(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.stop()
+
+    async def _kafka_ready(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
+                                    request_timeout_ms=2000)
+        await admin.start()
+        try:
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    # -- reactions to delivery results ----------------------------------------------------
+    def _on_result(self, result: DeliveryResult, callback: Callback) -> None:
+        attempt = result.attempt
+        METRICS.deliveries.labels(callback.id, result.outcome).inc()
+        METRICS.attempt_latency.observe(attempt.latency_ms / 1000)
+        if result.outcome == "delivered":
+            METRICS.delivered_events.labels(callback.id).inc(len(result.jobs))
+            now = self._clock()
+            for job in result.jobs:
+                if job.event_timestamp_ms:
+                    METRICS.end_to_end.observe(max(0.0, now - job.event_timestamp_ms / 1000))
+        elif result.outcome == "dead":
+            METRICS.dead_letters.labels(callback.id).inc(len(result.jobs))
+            self._spawn(self._publish_dead_letters(result))
+            if attempt.status == 410:
+                self._spawn(self._disable(callback, "receiver answered 410 Gone"))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_dead_letters(self, result: DeliveryResult) -> None:
+        records = [
+            ({
+                "eventId": job.event_id,
+                "callbackId": result.attempt.callback_id,
+                "webhookId": result.attempt.batch_id,
+                "reason": result.reason,
+                "attempts": job.attempts,
+                "lastStatus": result.attempt.status,
+                "lastError": result.attempt.error,
+                "event": orjson.Fragment(job.body),
+            }, job.event_id.encode())
+            for job in result.jobs
+        ]
+        try:
+            await self.publisher.publish_many(self.settings.deadletter_topic, records)
+        except Exception:
+            log.exception("deadletter_publish_failed", callback_id=result.attempt.callback_id)
+
+    async def _disable(self, callback: Callback, reason: str) -> None:
+        await self.store.set_callback_enabled(callback.id, False, reason)
+        await self.router.refresh()
+        log.warning("callback_disabled", callback_id=callback.id, reason=reason)
+        with contextlib.suppress(Exception):
+            await self.publisher.publish(self.settings.ops_topic, {
+                "type": "callback.disabled", "callbackId": callback.id,
+                "accountId": callback.account_id, "reason": reason, "at": self._clock(),
+            }, key=callback.id.encode())

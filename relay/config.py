@@ -1,0 +1,300 @@
+"""Every setting of the relay, in one place: defaults < TOML file < ``RELAY_*`` environment.
+
+Each setting is declared once in ``SETTINGS`` with its parser, default and help text; the
+README's configuration table and ``relay config`` are generated from that list, so the
+docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value the relay cannot use; the message names it and the expected form."""
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str | int | float):
+        raise ValueError("a string")
+    return str(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError("an integer") from None
+
+
+def _positive_int(value: Any) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError("an integer >= 1")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    """Durations: a number of seconds, or with a unit suffix (ms, s, m, h, d)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 10, 2.5, 500ms, 30s, 5m, 4h or 3d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+        factor = 1.0
+        for suffix in ("ms", "s", "m", "h", "d"):
+            if text.endswith(suffix):
+                factor, text = units[suffix], text[: -len(suffix)]
+                break
+        try:
+            seconds = float(text) * factor
+        except ValueError:
+            raise ValueError("a duration such as 10, 2.5, 500ms, 30s, 5m, 4h or 3d") from None
+    if seconds < 0:
+        raise ValueError("a duration >= 0")
+    return seconds
+
+
+def _duration_list(value: Any) -> tuple[float, ...]:
+    items = value if isinstance(value, list) else [v for v in str(value).split(",") if v.strip()]
+    if not items:
+        raise ValueError("a non-empty comma-separated list of durations, e.g. 0,5s,30s,2m")
+    try:
+        return tuple(_seconds(item) for item in items)
+    except ValueError:
+        raise ValueError("a comma-separated list of durations, e.g. 0,5s,30s,2m") from None
+
+
+def _name_list(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    if not names:
+        raise ValueError("a non-empty comma-separated list")
+    return names
+
+
+def _allowlist(value: Any) -> tuple[str, ...]:
+    """Hosts or CIDRs: validated here so a typo fails at start, not at first delivery."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    entries = []
+    for item in (str(i).strip().lower() for i in items):
+        if not item:
+            continue
+        if "/" in item:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError("comma-separated hosts or CIDRs, e.g. 127.0.0.1,10.0.0.0/8") from None
+        entries.append(item)
+    return tuple(entries)
+
+
+def _host_port(value: Any) -> str:
+    text = _str(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("host:port, e.g. 127.0.0.1:8080")
+    return text
+
+
+def _store_url(value: Any) -> str:
+    text = _str(value)
+    if not (text.startswith("sqlite:///") or text.startswith(("postgresql://", "postgres://"))):
+        raise ValueError("sqlite:///path/to/relay.db or postgresql://user@host/db")
+    return text
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _str(value).lower()
+        if text not in choices:
+            raise ValueError("one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "RELAY_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("kafka_bootstrap", "127.0.0.1:19092", _str, "Kafka bootstrap servers (comma-separated host:port)."),
+    Setting("topics", ("relay.events",), _name_list, "Topics the relay consumes events from."),
+    Setting("consumer_group", "relay", _str, "Kafka consumer group shared by all relay instances."),
+    Setting("quarantine_topic", "relay.quarantine", _str, "Where undecodable or schema-invalid records go."),
+    Setting("deadletter_topic", "relay.deadletter", _str, "Where jobs go when their retry schedule is exhausted."),
+    Setting("ops_topic", "relay.ops", _str, "Operational events (callback disabled, circuit opened)."),
+    Setting("fetch_max_records", 2000, _positive_int, "Most records taken from Kafka per consumed batch."),
+    Setting("max_record_bytes", 1_048_576, _positive_int, "Records larger than this are quarantined unread."),
+    Setting("data_dir", "./.relay", _str, "Data directory: SQLite store, generated master key, local Kafka."),
+    Setting("store_url", "", _str, "Store location; empty means sqlite:///<data_dir>/relay.db."),
+    Setting("api_listen", "127.0.0.1:8080", _host_port, "Address of the REST API, dashboard and /metrics."),
+    Setting("admin_key", "", _str, "Admin API key: creates accounts and their keys. Empty disables admin routes."),
+    Setting("master_key", "", _str, "Base64 32-byte key encrypting secrets at rest; empty: generated in data_dir."),
+    Setting("url_allowlist", (), _allowlist, "Hosts/CIDRs allowed despite the SSRF rules; http:// only for these."),
+    Setting("delivery_timeout", 10.0, _seconds, "Timeout of one delivery attempt."),
+    Setting("lane_max_in_flight", 8, _positive_int, "Concurrent POSTs per callback."),
+    Setting("global_max_in_flight", 256, _positive_int, "Concurrent POSTs across all callbacks."),
+    Setting("batch_linger", 0.005, _seconds, "How long a lane waits to fill a batch."),
+    Setting("lane_window", 5000, _positive_int, "Pending jobs a lane keeps in memory; the rest wait in the store."),
+    Setting("retry_schedule", (0.0, 5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0),
+            _duration_list, "Delays between attempts; the last repeats until retry_max_age."),
+    Setting("retry_max_age", 72 * 3600.0, _seconds, "A job older than this is dead-lettered."),
+    Setting("retry_after_max", 3600.0, _seconds, "Upper bound for a receiver's Retry-After."),
+    Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
+    Setting("log_format", "json", _choice("json", "console"), "Log format."),
+    Setting("dev_mode", False, _bool, "Development conveniences (pretty logs); never in production."),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str
+    topics: tuple[str, ...]
+    consumer_group: str
+    quarantine_topic: str
+    deadletter_topic: str
+    ops_topic: str
+    fetch_max_records: int
+    max_record_bytes: int
+    data_dir: str
+    store_url: str
+    api_listen: str
+    admin_key: str
+    master_key: str
+    url_allowlist: tuple[str, ...]
+    delivery_timeout: float
+    lane_max_in_flight: int
+    global_max_in_flight: int
+    batch_linger: float
+    lane_window: int
+    retry_schedule: tuple[float, ...]
+    retry_max_age: float
+    retry_after_max: float
+    log_level: str
+    log_format: str
+    dev_mode: bool
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{Path(self.data_dir) / 'relay.db'}"
+
+    @property
+    def api_host_port(self) -> tuple[str, int]:
+        host, _, port = self.api_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from defaults, then the TOML file, then the environment, then overrides.
+
+    The TOML file is ``config_file``, else ``$RELAY_CONFIG`` when set. Its keys are the setting
+    names (``kafka_bootstrap = "..."``), at the top level or under a ``[relay]`` table.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        values[setting.name] = setting.default
+        sources[setting.name] = "default"
+
+    path = config_file or env.get("RELAY_CONFIG")
+    if path:
+        for name, raw in _read_toml(Path(path)).items():
+            if name not in _BY_NAME:
+                raise ConfigError(f"{path}: unknown setting {name!r}; known: {', '.join(_BY_NAME)}")
+            values[name] = _parse(_BY_NAME[name], raw, f"{path}: {name}")
+            sources[name] = str(path)
+
+    for setting in SETTINGS:
+        if setting.env in env:
+            values[setting.name] = _parse(setting, env[setting.env], setting.env)
+            sources[setting.name] = "environment"
+
+    for name, raw in (overrides or {}).items():
+        if name not in _BY_NAME:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _parse(_BY_NAME[name], raw, name)
+        sources[name] = "override"
+
+    if values["store_url"]:
+        _parse(Setting("store_url", "", _store_url, ""), values["store_url"], "RELAY_STORE_URL")
+    return Settings(**values, sources=sources)
+
+
+def _parse(setting: Setting, raw: Any, where: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}={raw!r} is not valid: expected {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = data.get("relay", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [relay] must be a table")
+    return table
+
+
+def settings_table_markdown() -> str:
+    """The README's configuration table."""
+    rows = ["| setting (TOML) | environment | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = s.default
+        if isinstance(default, tuple):
+            default = ",".join(_fmt(v) for v in default)
+        rows.append(f"| `{s.name}` | `{s.env}` | `{_fmt(default)}` | {s.help} |")
+    return "\n".join(rows)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,1 @@
+"""Delivery: lanes, batching, ordering, retries, and the SSRF-safe HTTP client."""

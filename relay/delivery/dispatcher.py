@@ -1,0 +1,118 @@
+"""The dispatcher: a lane per callback under one global cap, and grouped writes of results.
+
+Results are written in groups (one transaction per flush) rather than one commit per attempt:
+the jobs are already durable, so a result lost in a crash only means a re-send with the same
+``webhook-id`` — which the delivery contract allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import structlog
+
+from relay.delivery.http import DeliveryClient
+from relay.delivery.lane import Lane, LaneConfig
+from relay.delivery.retry import RetryPolicy
+from relay.store.base import Store
+from relay.store.models import Callback, DeliveryResult, Job
+
+log = structlog.get_logger("relay.dispatcher")
+
+ResultListener = Callable[[DeliveryResult, Callback], None]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        client: DeliveryClient,
+        callbacks: Callable[[str], Callback | None],
+        policy: RetryPolicy,
+        lane_config: LaneConfig,
+        global_max_in_flight: int = 256,
+        flush_interval: float = 0.05,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._callbacks = callbacks
+        self._policy = policy
+        self._lane_config = lane_config
+        self._slots = asyncio.Semaphore(global_max_in_flight)
+        self._flush_interval = flush_interval
+        self._clock = clock
+        self._lanes: dict[str, Lane] = {}
+        self._pending_results: list[DeliveryResult] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._listeners: list[ResultListener] = []
+
+    def add_listener(self, listener: ResultListener) -> None:
+        """Called for every result (metrics, dead-letter topic, callback disabling)."""
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        for callback_id in await self._store.callbacks_with_pending():
+            self._lane(callback_id)
+        self._flush_task = asyncio.create_task(self._flush_loop(), name="result-writer")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await asyncio.gather(*(lane.stop(grace) for lane in self._lanes.values()))
+        if self._flush_task:
+            self._flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush_task
+        await self._flush()
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Hand freshly persisted jobs to their lanes."""
+        by_callback: dict[str, list[Job]] = defaultdict(list)
+        for job in jobs:
+            by_callback[job.callback_id].append(job)
+        for callback_id, lane_jobs in by_callback.items():
+            self._lane(callback_id).offer(lane_jobs)
+
+    def queue_depth(self) -> dict[str, int]:
+        return {cid: lane.depth for cid, lane in self._lanes.items()}
+
+    def _lane(self, callback_id: str) -> Lane:
+        lane = self._lanes.get(callback_id)
+        if lane is None:
+            lane = Lane(
+                callback_id, callback=self._callbacks, store=self._store, client=self._client,
+                policy=self._policy, config=self._lane_config, global_slots=self._slots,
+                report=self._on_result, clock=self._clock,
+            )
+            self._lanes[callback_id] = lane
+            lane.start()
+        return lane
+
+    def _on_result(self, result: DeliveryResult, callback: Callback) -> None:
+        self._pending_results.append(result)
+        for listener in self._listeners:
+            try:
+                listener(result, callback)
+            except Exception:
+                log.exception("result_listener_failed", callback_id=callback.id)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("result_write_failed", pending=len(self._pending_results))
+
+    async def _flush(self) -> None:
+        if not self._pending_results:
+            return
+        results, self._pending_results = self._pending_results, []
+        try:
+            await self._store.record_results(results)
+        except Exception:
+            self._pending_results[:0] = results
+            raise

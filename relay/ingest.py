@@ -1,0 +1,202 @@
+"""Ingest: the Kafka consumer group, one store transaction per consumed batch, then the commit.
+
+Order of a batch, and why:
+1. decode + validate each record; bad ones become quarantine entries (never a stall);
+2. route good ones to the callbacks that want them;
+3. persist events, jobs and quarantine entries in ONE transaction (the outbox);
+4. publish quarantine entries to their topic;
+5. commit offsets — only now, so a crash anywhere above re-reads the batch, and the
+   idempotent persist turns the re-read into no new jobs;
+6. hand the new jobs to the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from relay.config import Settings
+from relay.delivery.dispatcher import Dispatcher
+from relay.events import Event, InvalidEvent, RecordRef, decode_event
+from relay.metrics import METRICS
+from relay.publisher import Publisher
+from relay.routing import Router
+from relay.store.base import Store
+from relay.store.models import NewJob, QuarantinedRecord
+
+log = structlog.get_logger("relay.ingest")
+
+QUARANTINE_RAW_LIMIT = 65536
+
+
+class Ingest:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        router: Router,
+        dispatcher: Dispatcher,
+        publisher: Publisher,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._router = router
+        self._dispatcher = dispatcher
+        self._publisher = publisher
+        self._clock = clock
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.assigned: set[TopicPartition] = set()
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *self._settings.topics,
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            group_id=self._settings.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max(1_048_576, self._settings.max_record_bytes * 2),
+            fetch_max_bytes=64 * 1_048_576,
+            isolation_level="read_committed",
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name="ingest")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand (persist + commit), then leave the group."""
+        self._stopping = True
+        if self._task:
+            try:
+                await asyncio.wait_for(self._task, timeout=30)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._consumer:
+            await self._consumer.stop()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self._consumer
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while not self._stopping:
+            try:
+                batch = await self._consumer.getmany(
+                    timeout_ms=200, max_records=self._settings.fetch_max_records
+                )
+                if batch:
+                    await self.process(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A store or broker hiccup: nothing was committed, so the batch is read again.
+                log.exception("ingest_batch_failed")
+                await self._rewind()
+                await asyncio.sleep(1.0)
+
+    async def _rewind(self) -> None:
+        """Seek back to the last committed offsets so an unpersisted batch is not skipped."""
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in consumer.assignment():
+            try:
+                committed = await consumer.committed(tp)
+            except KafkaError:
+                log.warning("rewind_failed", topic=tp.topic, partition=tp.partition)
+                continue
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+
+    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        index = self._router.index
+        now = self._clock()
+        events: list[tuple[Event, str, str, int, int]] = []
+        jobs: list[NewJob] = []
+        quarantined: list[QuarantinedRecord] = []
+        unrouted = 0
+        for tp, records in batch.items():
+            for record in records:
+                ref = RecordRef(tp.topic, tp.partition, record.offset)
+                try:
+                    event = decode_event(record.value, ref, self._settings.max_record_bytes)
+                except InvalidEvent as exc:
+                    quarantined.append(_quarantine(record, ref, exc, now))
+                    continue
+                account_id = index.account_for(event.mid)
+                if account_id is None:
+                    unrouted += 1
+                    continue
+                events.append((event, account_id, tp.topic, tp.partition, record.offset))
+                for route in index.route(event, account_id):
+                    jobs.append(NewJob(event.id, route.callback.id, route.ordering_key, tp.partition))
+
+        new_jobs = await self._store.persist_batch(events, jobs, quarantined)
+        if quarantined:
+            await self._publisher.publish_many(
+                self._settings.quarantine_topic,
+                [(_quarantine_record(q), q.key) for q in quarantined],
+            )
+            for q in quarantined:
+                log.warning("record_quarantined", topic=q.topic, partition=q.partition,
+                            offset=q.offset, reason=q.reason, detail=q.detail[:200])
+        await self._commit(batch)
+
+        count = sum(len(r) for r in batch.values())
+        log.debug("batch_persisted", records=count, events=len(events), jobs=len(new_jobs),
+                  quarantined=len(quarantined))
+        METRICS.records_consumed.inc(count)
+        METRICS.records_quarantined.inc(len(quarantined))
+        METRICS.events_unrouted.inc(unrouted)
+        METRICS.jobs_created.inc(len(new_jobs))
+        for event, *_ in events:
+            METRICS.events_by_type.labels(event.type).inc()
+        if new_jobs:
+            self._dispatcher.submit(new_jobs)
+
+    async def _commit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        assert self._consumer is not None
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError:
+            # The group rebalanced while we worked; the new owner re-reads, and the
+            # idempotent persist makes that harmless.
+            log.warning("commit_failed_after_rebalance", partitions=len(offsets))
+
+
+def _quarantine(record: ConsumerRecord, ref: RecordRef, exc: InvalidEvent,
+                now: float) -> QuarantinedRecord:
+    raw = record.value
+    if exc.reason == "too_large" and raw is not None:
+        raw = raw[:QUARANTINE_RAW_LIMIT]
+    return QuarantinedRecord(
+        topic=ref.topic, partition=ref.partition, offset=ref.offset, reason=exc.reason,
+        detail=exc.detail[:2000], raw=raw, key=record.key, at=now,
+    )
+
+
+def _quarantine_record(q: QuarantinedRecord) -> dict[str, Any]:
+    return {
+        "reason": q.reason,
+        "detail": q.detail,
+        "topic": q.topic,
+        "partition": q.partition,
+        "offset": q.offset,
+        "at": q.at,
+        "key": base64.b64encode(q.key).decode() if q.key is not None else None,
+        "value": base64.b64encode(q.raw).decode() if q.raw is not None else None,
+    }

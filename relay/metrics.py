@@ -1,0 +1,43 @@
+"""Prometheus metrics, defined once. Label sets stay small: callback ids, never event ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.records_consumed = Counter("relay_records_consumed_total", "Kafka records read.", registry=r)
+        self.records_quarantined = Counter(
+            "relay_records_quarantined_total", "Records quarantined (bad input).", registry=r)
+        self.events_unrouted = Counter(
+            "relay_events_unknown_account_total", "Events whose mid matches no account.", registry=r)
+        self.events_by_type = Counter(
+            "relay_events_total", "Valid events by type.", ["event_type"], registry=r)
+        self.jobs_created = Counter("relay_jobs_created_total", "Delivery jobs created.", registry=r)
+        self.deliveries = Counter(
+            "relay_deliveries_total", "Delivery attempts (POSTs) by outcome.",
+            ["callback_id", "outcome"], registry=r)
+        self.delivered_events = Counter(
+            "relay_delivered_events_total", "Events delivered (2xx).", ["callback_id"], registry=r)
+        self.dead_letters = Counter(
+            "relay_dead_letters_total", "Jobs that became dead letters.", ["callback_id"], registry=r)
+        self.end_to_end = Histogram(
+            "relay_end_to_end_seconds", "Event timestamp to 2xx from the receiver.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r)
+        self.attempt_latency = Histogram(
+            "relay_attempt_seconds", "Duration of one POST.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.queue_depth = Gauge(
+            "relay_lane_queue_depth", "Pending jobs held in memory per callback.",
+            ["callback_id"], registry=r)
+
+
+METRICS = Metrics()

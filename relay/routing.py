@@ -1,0 +1,184 @@
+"""Which callbacks want an event: an in-memory index of active subscriptions, with filters.
+
+The index is immutable and rebuilt whole when the registry changes (polled once per
+``refresh_interval``), so routing on the hot path takes no locks and makes no store calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+
+from relay.events import Event
+from relay.store.base import Store
+from relay.store.models import Callback, Subscription
+
+log = structlog.get_logger("relay.routing")
+
+TOP_LEVEL_FIELDS = ("eventCategoryType", "definitionKey", "definitionId", "compositeId", "mid", "eid")
+INFO_FIELDS = (
+    "to", "subscriberKey", "messageKey", "status", "reason", "statusCode",
+    "bounceCode", "bounceMessage", "smtpReason",
+)
+FILTER_FIELDS = TOP_LEVEL_FIELDS + INFO_FIELDS
+
+
+class InvalidFilter(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """``field=value``, ``field!=value``, or ``field=a|b`` (any of the values)."""
+
+    field: str
+    op: Literal["=", "!="]
+    values: frozenset[str]
+
+    def matches(self, data: dict[str, Any]) -> bool:
+        if self.field in TOP_LEVEL_FIELDS:
+            raw = data.get(self.field)
+        else:
+            info = data.get("info")
+            raw = info.get(self.field) if isinstance(info, dict) else None
+        hit = raw is not None and str(raw) in self.values
+        return hit if self.op == "=" else not hit
+
+
+def parse_filter(text: str) -> Filter:
+    if not isinstance(text, str):
+        raise InvalidFilter("a filter is a string like definitionKey=welcome")
+    op: Literal["=", "!="] = "!=" if "!=" in text else "="
+    field, sep, value = text.partition(op)
+    field = field.strip()
+    if not sep or not field:
+        raise InvalidFilter(f"{text!r} is not field=value, field!=value or field=a|b")
+    if field not in FILTER_FIELDS:
+        raise InvalidFilter(f"{field!r} cannot be filtered on; fields: {', '.join(FILTER_FIELDS)}")
+    values = frozenset(v.strip() for v in value.split("|"))
+    if not all(values):
+        raise InvalidFilter(f"{text!r} has an empty value")
+    return Filter(field, op, values)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    callback: Callback
+    ordering_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    subscription: Subscription
+    callback: Callback
+    filters: tuple[Filter, ...]
+
+
+class SubscriptionIndex:
+    """(account, event type) → subscriptions; category wildcards (``Category.*``) included."""
+
+    def __init__(
+        self,
+        account_by_mid: dict[str, str],
+        callbacks: list[Callback],
+        subscriptions: list[Subscription],
+    ) -> None:
+        self._account_by_mid = account_by_mid
+        usable = {c.id: c for c in callbacks if c.verified and c.enabled}
+        exact: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
+        category: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
+        for sub in subscriptions:
+            callback = usable.get(sub.callback_id)
+            if sub.status != "active" or callback is None:
+                continue
+            entry = _Entry(sub, callback, tuple(parse_filter(f) for f in sub.filters))
+            for event_type in sub.event_types:
+                if event_type.endswith(".*"):
+                    category[(sub.account_id, event_type[:-2])].append(entry)
+                else:
+                    exact[(sub.account_id, event_type)].append(entry)
+        self._exact = dict(exact)
+        self._category = dict(category)
+
+    def account_for(self, mid: str) -> str | None:
+        return self._account_by_mid.get(mid)
+
+    def route(self, event: Event, account_id: str) -> list[Route]:
+        """Callbacks that want ``event``; each callback at most once."""
+        candidates = self._exact.get((account_id, event.type), [])
+        wildcard = self._category.get((account_id, event.type.partition(".")[0]))
+        if wildcard:
+            candidates = candidates + wildcard
+        routes: dict[str, Route] = {}
+        for entry in candidates:
+            if entry.callback.id in routes:
+                continue
+            if all(f.matches(event.data) for f in entry.filters):
+                routes[entry.callback.id] = Route(entry.callback, _ordering_key(event, entry))
+        return list(routes.values())
+
+
+def _ordering_key(event: Event, entry: _Entry) -> str | None:
+    mode = entry.subscription.ordering
+    if mode == "subscriberKey":
+        return event.subscriber_key
+    if mode == "messageKey":
+        return event.message_key
+    return None
+
+
+async def build_index(store: Store) -> SubscriptionIndex:
+    accounts = await store.list_accounts()
+    return SubscriptionIndex(
+        {a.mid: a.id for a in accounts},
+        await store.list_callbacks(),
+        await store.list_subscriptions(),
+    )
+
+
+class Router:
+    """Keeps a fresh SubscriptionIndex: a registry change is live within ``refresh_interval``."""
+
+    def __init__(self, store: Store, refresh_interval: float = 0.5) -> None:
+        self._store = store
+        self._interval = refresh_interval
+        self._version = -1
+        self._task: asyncio.Task[None] | None = None
+        self.index = SubscriptionIndex({}, [], [])
+        self.callbacks: dict[str, Callback] = {}
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="router-refresh")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def callback(self, callback_id: str) -> Callback | None:
+        return self.callbacks.get(callback_id)
+
+    async def refresh(self) -> bool:
+        version = await self._store.registry_version()
+        if version == self._version:
+            return False
+        self.index = await build_index(self._store)
+        self.callbacks = {c.id: c for c in await self._store.list_callbacks()}
+        self._version = version
+        log.info("routing_reloaded", registry_version=version)
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("routing_reload_failed")

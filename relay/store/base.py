@@ -1,0 +1,96 @@
+"""The one interface every store implements (SQLite today; PostgreSQL behind the same methods).
+
+Methods are grouped by who calls them: the registry (API), ingest (one transaction per consumed
+batch), and the dispatcher (pending jobs in, grouped delivery results out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from relay.events import Event
+from relay.store.models import (
+    Account,
+    Callback,
+    DeliveryResult,
+    Job,
+    NewJob,
+    QuarantinedRecord,
+    Subscription,
+)
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(Exception):
+    """A uniqueness or reference rule would be broken (maps to HTTP 409)."""
+
+
+class Store(Protocol):
+    async def start(self) -> None:
+        """Open connections and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot answer (readiness)."""
+
+    # -- registry -------------------------------------------------------------------------
+    async def create_account(self, account: Account, api_key_hash: str) -> None: ...
+
+    async def account_for_key(self, api_key_hash: str) -> Account | None: ...
+
+    async def get_account(self, account_id: str) -> Account: ...
+
+    async def list_accounts(self) -> list[Account]: ...
+
+    async def create_callback(self, callback: Callback) -> None: ...
+
+    async def get_callback(self, callback_id: str, account_id: str | None = None) -> Callback: ...
+
+    async def list_callbacks(self, account_id: str | None = None) -> list[Callback]: ...
+
+    async def set_verification(self, callback_id: str, key_hash: str, expires_at: float) -> None:
+        ...
+
+    async def confirm_verification(
+        self, callback_id: str, account_id: str, key_hash: str, now: float
+    ) -> str:
+        """'verified', 'already', 'mismatch' or 'expired'. A key works once."""
+
+    async def create_subscription(self, subscription: Subscription) -> None: ...
+
+    async def list_subscriptions(self, account_id: str | None = None) -> list[Subscription]: ...
+
+    async def registry_version(self) -> int:
+        """Grows on every registry change, so routing can reload only when needed."""
+
+    # -- ingest ---------------------------------------------------------------------------
+    async def persist_batch(
+        self,
+        events: Sequence[tuple[Event, str, str, int, int]],
+        jobs: Sequence[NewJob],
+        quarantined: Sequence[QuarantinedRecord],
+    ) -> list[Job]:
+        """Write a consumed batch in one transaction; return only the jobs that are new.
+
+        ``events`` holds (event, account_id, topic, partition, offset). Re-persisting a batch
+        (after a crash or rebalance) creates nothing twice.
+        """
+
+    async def list_quarantine(self, limit: int = 100) -> list[QuarantinedRecord]: ...
+
+    # -- dispatch -------------------------------------------------------------------------
+    async def callbacks_with_pending(self) -> list[str]: ...
+
+    async def load_pending(self, callback_id: str, after_id: int, limit: int) -> list[Job]: ...
+
+    async def record_results(self, results: Sequence[DeliveryResult]) -> None:
+        """Write a group of attempt outcomes in one transaction."""
+
+    async def set_callback_enabled(
+        self, callback_id: str, enabled: bool, reason: str | None
+    ) -> None: ...

@@ -1,0 +1,117 @@
+"""Versioned schema migrations. Append only: a released migration is never edited."""
+
+SQLITE_MIGRATIONS: tuple[str, ...] = (
+    # 1: registry, events, jobs, attempts, dead letters, quarantine
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('registry_version', 0);
+
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        mid TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE callbacks (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        max_batch_size INTEGER NOT NULL,
+        secrets BLOB NOT NULL,
+        verified INTEGER NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        disabled_reason TEXT,
+        ens_signature INTEGER NOT NULL DEFAULT 0,
+        verification_hash TEXT,
+        verification_expires_at REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX callbacks_account ON callbacks(account_id);
+    CREATE TABLE subscriptions (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        name TEXT NOT NULL,
+        callback_id TEXT NOT NULL REFERENCES callbacks(id),
+        event_types TEXT NOT NULL,
+        filters TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        ordering TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (account_id, name)
+    );
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        mid TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        subscriber_key TEXT,
+        message_key TEXT,
+        body BLOB NOT NULL,
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX events_message_key ON events(account_id, message_key);
+    CREATE INDEX events_subscriber_key ON events(account_id, subscriber_key);
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        callback_id TEXT NOT NULL,
+        ordering_key TEXT,
+        partition INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        batch_id TEXT,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        UNIQUE (event_id, callback_id)
+    );
+    CREATE INDEX jobs_pending ON jobs(callback_id, id) WHERE state = 'pending';
+    CREATE INDEX jobs_batch ON jobs(batch_id);
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        batch_id TEXT NOT NULL,
+        callback_id TEXT NOT NULL,
+        job_count INTEGER NOT NULL,
+        at REAL NOT NULL,
+        status INTEGER,
+        latency_ms REAL NOT NULL,
+        error TEXT,
+        response_excerpt TEXT,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX attempts_batch ON attempts(batch_id);
+    CREATE INDEX attempts_callback ON attempts(callback_id, id);
+    CREATE TABLE deadletters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id INTEGER NOT NULL UNIQUE REFERENCES jobs(id),
+        batch_id TEXT NOT NULL,
+        callback_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX deadletters_callback ON deadletters(callback_id, id);
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        partition INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        raw BLOB,
+        key BLOB,
+        at REAL NOT NULL
+    )
+    """,
+)

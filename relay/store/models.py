@@ -1,0 +1,120 @@
+"""Records the store keeps. Plain frozen dataclasses: the store decides how they are laid out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+OrderingKey = Literal["subscriberKey", "messageKey", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    name: str
+    mid: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SigningSecret:
+    """One HMAC secret of a callback. ``expires_at`` is set on the old secret during a rotation."""
+
+    secret: str
+    created_at: float
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    id: str
+    account_id: str
+    name: str
+    url: str
+    max_batch_size: int
+    secrets: tuple[SigningSecret, ...]
+    verified: bool
+    enabled: bool = True
+    disabled_reason: str | None = None
+    ens_signature: bool = False
+    created_at: float = 0.0
+
+    def active_secrets(self, now: float) -> list[SigningSecret]:
+        return [s for s in self.secrets if s.expires_at is None or s.expires_at > now]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    account_id: str
+    name: str
+    callback_id: str
+    event_types: tuple[str, ...]
+    filters: tuple[str, ...] = ()
+    status: Literal["active", "paused"] = "active"
+    status_reason: str | None = None
+    ordering: OrderingKey = "subscriberKey"
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A delivery job as routing creates it, before the store gives it an id."""
+
+    event_id: str
+    callback_id: str
+    ordering_key: str | None
+    partition: int
+
+
+@dataclass(slots=True)
+class Job:
+    """A pending delivery of one event to one callback. ``id`` orders jobs within a callback."""
+
+    id: int
+    event_id: str
+    callback_id: str
+    ordering_key: str | None
+    body: bytes
+    created_at: float
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    batch_id: str | None = None
+    event_timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedRecord:
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+    raw: bytes | None
+    key: bytes | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One POST: its outcome applies to every job in the batch it carried."""
+
+    batch_id: str
+    callback_id: str
+    job_ids: tuple[int, ...]
+    at: float
+    status: int | None
+    latency_ms: float
+    error: str | None
+    response_excerpt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """What the dispatcher decided after an attempt, for the store to write in a group."""
+
+    attempt: AttemptRecord
+    outcome: Literal["delivered", "retry", "dead"]
+    next_attempt_at: float = 0.0
+    reason: str | None = None
+    jobs: tuple[Job, ...] = field(default=())

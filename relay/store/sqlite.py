@@ -1,0 +1,512 @@
+"""Embedded SQLite store (WAL).
+
+Each unit of work runs as one function on a dedicated thread that owns its connection: one
+thread hop per transaction rather than one per statement (which is what a per-statement async
+wrapper such as aiosqlite costs). Writes go through a single writer thread — SQLite allows one
+writer anyway — and reads use a second connection, which WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from relay.crypto import SecretBox
+from relay.events import Event
+from relay.store.base import Conflict, NotFound
+from relay.store.migrations import SQLITE_MIGRATIONS
+from relay.store.models import (
+    Account,
+    Callback,
+    DeliveryResult,
+    Job,
+    NewJob,
+    QuarantinedRecord,
+    SigningSecret,
+    Subscription,
+)
+
+T = TypeVar("T")
+_MAX_PARAMS = 30000
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path, box: SecretBox) -> None:
+        self._path = str(path)
+        self._box = box
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def from_url(cls, url: str, box: SecretBox) -> SqliteStore:
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(path, box)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._write_conn = await loop.run_in_executor(self._writer, self._connect)
+        await self._write(_migrate)
+        self._read_conn = await loop.run_in_executor(self._reader, self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._write_conn is not None:
+            await loop.run_in_executor(self._writer, self._write_conn.close)
+            self._write_conn = None
+        if self._read_conn is not None:
+            await loop.run_in_executor(self._reader, self._read_conn.close)
+            self._read_conn = None
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one transaction on the writer thread."""
+        conn = self._write_conn
+        assert conn is not None, "store not started"
+
+        def run() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._read_conn
+        assert conn is not None, "store not started"
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+
+    # -- registry -------------------------------------------------------------------------
+    async def create_account(self, account: Account, api_key_hash: str) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            try:
+                c.execute(
+                    "INSERT INTO accounts (id, name, mid, created_at) VALUES (?, ?, ?, ?)",
+                    (account.id, account.name, account.mid, account.created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"an account with mid {account.mid} already exists") from None
+            c.execute(
+                "INSERT INTO api_keys (key_hash, account_id, created_at) VALUES (?, ?, ?)",
+                (api_key_hash, account.id, account.created_at),
+            )
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def account_for_key(self, api_key_hash: str) -> Account | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT a.id, a.name, a.mid, a.created_at FROM api_keys k "
+                "JOIN accounts a ON a.id = k.account_id "
+                "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+                (api_key_hash,),
+            ).fetchone()
+        )
+        return Account(*row) if row else None
+
+    async def get_account(self, account_id: str) -> Account:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT id, name, mid, created_at FROM accounts WHERE id = ?", (account_id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"account {account_id} not found")
+        return Account(*row)
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id, name, mid, created_at FROM accounts ORDER BY created_at"
+            ).fetchall()
+        )
+        return [Account(*row) for row in rows]
+
+    def _seal_secrets(self, callback_id: str, secrets: Sequence[SigningSecret]) -> bytes:
+        plain = orjson.dumps(
+            [{"s": s.secret, "c": s.created_at, "e": s.expires_at} for s in secrets]
+        )
+        return self._box.seal(plain, context=callback_id.encode())
+
+    def _open_secrets(self, callback_id: str, sealed: bytes) -> tuple[SigningSecret, ...]:
+        items = orjson.loads(self._box.open(sealed, context=callback_id.encode()))
+        return tuple(SigningSecret(i["s"], i["c"], i["e"]) for i in items)
+
+    async def create_callback(self, callback: Callback) -> None:
+        sealed = self._seal_secrets(callback.id, callback.secrets)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO callbacks (id, account_id, name, url, max_batch_size, secrets, "
+                "verified, enabled, disabled_reason, ens_signature, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    callback.id, callback.account_id, callback.name, callback.url,
+                    callback.max_batch_size, sealed, int(callback.verified),
+                    int(callback.enabled), callback.disabled_reason,
+                    int(callback.ens_signature), callback.created_at,
+                ),
+            )
+            _bump_version(c)
+
+        await self._write(run)
+
+    _CALLBACK_COLUMNS = (
+        "id, account_id, name, url, max_batch_size, secrets, verified, enabled, "
+        "disabled_reason, ens_signature, created_at"
+    )
+
+    def _callback(self, row: Any) -> Callback:
+        return Callback(
+            id=row[0], account_id=row[1], name=row[2], url=row[3], max_batch_size=row[4],
+            secrets=self._open_secrets(row[0], row[5]), verified=bool(row[6]),
+            enabled=bool(row[7]), disabled_reason=row[8], ens_signature=bool(row[9]),
+            created_at=row[10],
+        )
+
+    async def get_callback(self, callback_id: str, account_id: str | None = None) -> Callback:
+        sql = f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks WHERE id = ?"
+        params: tuple[Any, ...] = (callback_id,)
+        if account_id is not None:
+            sql += " AND account_id = ?"
+            params += (account_id,)
+        row = await self._read(lambda c: c.execute(sql, params).fetchone())
+        if row is None:
+            raise NotFound(f"callback {callback_id} not found")
+        return self._callback(row)
+
+    async def list_callbacks(self, account_id: str | None = None) -> list[Callback]:
+        sql = f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks"
+        params: tuple[Any, ...] = ()
+        if account_id is not None:
+            sql += " WHERE account_id = ?"
+            params = (account_id,)
+        rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
+        return [self._callback(row) for row in rows]
+
+    async def set_callback_enabled(
+        self, callback_id: str, enabled: bool, reason: str | None
+    ) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE callbacks SET enabled = ?, disabled_reason = ? WHERE id = ?",
+                (int(enabled), None if enabled else reason, callback_id),
+            )
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def set_verification(self, callback_id: str, key_hash: str, expires_at: float) -> None:
+        await self._write(lambda c: c.execute(
+            "UPDATE callbacks SET verification_hash = ?, verification_expires_at = ? WHERE id = ?",
+            (key_hash, expires_at, callback_id),
+        ))
+
+    async def confirm_verification(
+        self, callback_id: str, account_id: str, key_hash: str, now: float
+    ) -> str:
+        """'verified', 'already', 'mismatch' or 'expired'. A key works once."""
+
+        def run(c: sqlite3.Connection) -> str:
+            row = c.execute(
+                "SELECT verified, verification_hash, verification_expires_at FROM callbacks "
+                "WHERE id = ? AND account_id = ?",
+                (callback_id, account_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"callback {callback_id} not found")
+            verified, expected, expires_at = row
+            if expected is None:
+                return "already" if verified else "mismatch"
+            if not hmac.compare_digest(expected, key_hash):
+                return "mismatch"
+            if expires_at is not None and expires_at < now:
+                return "expired"
+            c.execute(
+                "UPDATE callbacks SET verified = 1, verification_hash = NULL, "
+                "verification_expires_at = NULL WHERE id = ?",
+                (callback_id,),
+            )
+            _bump_version(c)
+            return "verified"
+
+        return await self._write(run)
+
+    async def create_subscription(self, subscription: Subscription) -> None:
+        s = subscription
+
+        def run(c: sqlite3.Connection) -> None:
+            owner = c.execute(
+                "SELECT account_id FROM callbacks WHERE id = ?", (s.callback_id,)
+            ).fetchone()
+            if owner is None or owner[0] != s.account_id:
+                raise NotFound(f"callback {s.callback_id} not found")
+            try:
+                c.execute(
+                    "INSERT INTO subscriptions (id, account_id, name, callback_id, event_types, "
+                    "filters, status, status_reason, ordering, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        s.id, s.account_id, s.name, s.callback_id, orjson.dumps(s.event_types),
+                        orjson.dumps(s.filters), s.status, s.status_reason, s.ordering,
+                        s.created_at,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a subscription named {s.name!r} already exists") from None
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def list_subscriptions(self, account_id: str | None = None) -> list[Subscription]:
+        sql = (
+            "SELECT id, account_id, name, callback_id, event_types, filters, status, "
+            "status_reason, ordering, created_at FROM subscriptions"
+        )
+        params: tuple[Any, ...] = ()
+        if account_id is not None:
+            sql += " WHERE account_id = ?"
+            params = (account_id,)
+        rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
+        return [
+            Subscription(
+                id=r[0], account_id=r[1], name=r[2], callback_id=r[3],
+                event_types=tuple(orjson.loads(r[4])), filters=tuple(orjson.loads(r[5])),
+                status=r[6], status_reason=r[7], ordering=r[8], created_at=r[9],
+            )
+            for r in rows
+        ]
+
+    async def registry_version(self) -> int:
+        row = await self._read(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = 'registry_version'").fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    # -- ingest ---------------------------------------------------------------------------
+    async def persist_batch(
+        self,
+        events: Sequence[tuple[Event, str, str, int, int]],
+        jobs: Sequence[NewJob],
+        quarantined: Sequence[QuarantinedRecord],
+    ) -> list[Job]:
+        now = time.time()
+
+        def run(c: sqlite3.Connection) -> list[Job]:
+            if events:
+                c.executemany(
+                    "INSERT OR IGNORE INTO events (id, account_id, type, mid, timestamp_ms, "
+                    "subscriber_key, message_key, body, topic, partition, offset, received_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            e.id, account_id, e.type, e.mid, e.timestamp_ms, e.subscriber_key,
+                            e.message_key, e.body, topic, partition, offset, now,
+                        )
+                        for e, account_id, topic, partition, offset in events
+                    ],
+                )
+            if quarantined:
+                c.executemany(
+                    "INSERT INTO quarantine (topic, partition, offset, reason, detail, raw, "
+                    "key, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (q.topic, q.partition, q.offset, q.reason, q.detail, q.raw, q.key, q.at)
+                        for q in quarantined
+                    ],
+                )
+            return _insert_jobs(c, jobs, now)
+
+        inserted = await self._write(run)
+        by_id = {e.id: e for e, *_ in events}
+        for job in inserted:
+            event = by_id[job.event_id]
+            job.body = event.body
+            job.event_timestamp_ms = event.timestamp_ms
+        return inserted
+
+    async def list_quarantine(self, limit: int = 100) -> list[QuarantinedRecord]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT topic, partition, offset, reason, detail, raw, key, at FROM quarantine "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [QuarantinedRecord(*row) for row in rows]
+
+    # -- dispatch -------------------------------------------------------------------------
+    async def callbacks_with_pending(self) -> list[str]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT DISTINCT callback_id FROM jobs WHERE state = 'pending'"
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def load_pending(self, callback_id: str, after_id: int, limit: int) -> list[Job]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT j.id, j.event_id, j.callback_id, j.ordering_key, e.body, j.created_at, "
+                "j.attempts, j.next_attempt_at, j.batch_id, e.timestamp_ms "
+                "FROM jobs j JOIN events e ON e.id = j.event_id "
+                "WHERE j.callback_id = ? AND j.state = 'pending' AND j.id > ? "
+                "ORDER BY j.id LIMIT ?",
+                (callback_id, after_id, limit),
+            ).fetchall()
+        )
+        return [Job(*row) for row in rows]
+
+    async def record_results(self, results: Sequence[DeliveryResult]) -> None:
+        if not results:
+            return
+        now = time.time()
+
+        def run(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "INSERT INTO attempts (batch_id, callback_id, job_count, at, status, latency_ms, "
+                "error, response_excerpt, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.attempt.batch_id, r.attempt.callback_id, len(r.attempt.job_ids),
+                        r.attempt.at, r.attempt.status, r.attempt.latency_ms, r.attempt.error,
+                        r.attempt.response_excerpt, r.outcome,
+                    )
+                    for r in results
+                ],
+            )
+            delivered: list[tuple[str, float, int]] = []
+            retry: list[tuple[str, float, int]] = []
+            dead: list[tuple[str, float, int]] = []
+            for r in results:
+                for job_id in r.attempt.job_ids:
+                    if r.outcome == "delivered":
+                        delivered.append((r.attempt.batch_id, now, job_id))
+                    elif r.outcome == "retry":
+                        retry.append((r.attempt.batch_id, r.next_attempt_at, job_id))
+                    else:
+                        dead.append((r.attempt.batch_id, now, job_id))
+            c.executemany(
+                "UPDATE jobs SET state = 'delivered', batch_id = ?, attempts = attempts + 1, "
+                "finished_at = ? WHERE id = ?",
+                delivered,
+            )
+            c.executemany(
+                "UPDATE jobs SET batch_id = ?, attempts = attempts + 1, next_attempt_at = ? "
+                "WHERE id = ?",
+                retry,
+            )
+            c.executemany(
+                "UPDATE jobs SET state = 'dead', batch_id = ?, attempts = attempts + 1, "
+                "finished_at = ? WHERE id = ?",
+                dead,
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO deadletters (job_id, batch_id, callback_id, reason, "
+                "created_at) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (job_id, r.attempt.batch_id, r.attempt.callback_id, r.reason, now)
+                    for r in results
+                    if r.outcome == "dead"
+                    for job_id in r.attempt.job_ids
+                ],
+            )
+
+        await self._write(run)
+
+    async def count_jobs(self, state: str | None = None) -> int:
+        sql, params = "SELECT COUNT(*) FROM jobs", ()
+        if state is not None:
+            sql, params = sql + " WHERE state = ?", (state,)
+        row = await self._read(lambda c: c.execute(sql, params).fetchone())
+        return int(row[0])
+
+    async def list_deadletters(self, callback_id: str | None = None) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT d.job_id, d.batch_id, d.callback_id, d.reason, d.created_at, j.event_id, "
+            "j.attempts FROM deadletters d JOIN jobs j ON j.id = d.job_id"
+        )
+        params: tuple[Any, ...] = ()
+        if callback_id is not None:
+            sql, params = sql + " WHERE d.callback_id = ?", (callback_id,)
+        rows = await self._read(lambda c: c.execute(sql + " ORDER BY d.id", params).fetchall())
+        keys = ("jobId", "batchId", "callbackId", "reason", "createdAt", "eventId", "attempts")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    async def attempts_for_batch(self, batch_id: str) -> list[dict[str, Any]]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT at, status, latency_ms, error, response_excerpt, outcome FROM attempts "
+                "WHERE batch_id = ? ORDER BY id",
+                (batch_id,),
+            ).fetchall()
+        )
+        keys = ("at", "status", "latencyMs", "error", "responseExcerpt", "outcome")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _bump_version(c: sqlite3.Connection) -> None:
+    c.execute("UPDATE meta SET value = value + 1 WHERE key = 'registry_version'")
+
+
+def _insert_jobs(c: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
+    """Multi-row INSERT … RETURNING, so only jobs that did not exist come back, with their ids."""
+    inserted: list[Job] = []
+    per_row = 6
+    chunk = _MAX_PARAMS // per_row
+    for start in range(0, len(jobs), chunk):
+        part = jobs[start : start + chunk]
+        placeholders = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+        params: list[Any] = []
+        for job in part:
+            params += (job.event_id, job.callback_id, job.ordering_key, job.partition, now, now)
+        rows = c.execute(
+            "INSERT INTO jobs (event_id, callback_id, ordering_key, partition, next_attempt_at, "
+            f"created_at) VALUES {placeholders} "
+            "ON CONFLICT (event_id, callback_id) DO NOTHING "
+            "RETURNING id, event_id, callback_id, ordering_key, created_at",
+            params,
+        ).fetchall()
+        inserted += [Job(r[0], r[1], r[2], r[3], b"", r[4], 0, r[4]) for r in rows]
+    inserted.sort(key=lambda j: j.id)
+    return inserted
+
+
+def _migrate(c: sqlite3.Connection) -> None:
+    current = c.execute("PRAGMA user_version").fetchone()[0]
+    for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
+        if version <= current:
+            continue
+        for statement in script.split(";"):
+            if statement.strip():
+                c.execute(statement)
+        c.execute(f"PRAGMA user_version = {version}")
