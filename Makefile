@@ -25,8 +25,12 @@ kafka-status:
 	deploy/kafka/kafka.sh status
 
 ## make run: venv + deps, local Kafka, SQLite store, the relay and a verifying demo receiver.
-run: $(STAMP) kafka-up
-	$(BIN)/relay demo
+## Ctrl-C stops the demo, the receiver, and the broker if this command started it.
+run: $(STAMP)
+	@trap '' INT; started=0; \
+	deploy/kafka/kafka.sh status >/dev/null 2>&1 || { deploy/kafka/kafka.sh up && started=1; }; \
+	$(BIN)/relay demo; rc=$$?; \
+	if [ $$started = 1 ]; then deploy/kafka/kafka.sh down; fi; exit $$rc
 
 ## make test: the whole suite on a real broker (started by the test fixture when needed).
 test: $(STAMP)

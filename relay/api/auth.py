@@ -12,6 +12,9 @@ from relay.api.errors import ApiError
 from relay.crypto import hash_api_key
 from relay.store.models import Account
 
+ADMIN = web.RequestKey("relay_admin", bool)
+ACCOUNT = web.RequestKey("relay_account", Account | None)  # type: ignore[arg-type]
+
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.yaml"})
 
 
@@ -26,24 +29,24 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     token = token.strip()
     admin_key = context(request).settings.admin_key
     if admin_key and hmac.compare_digest(token.encode(), admin_key.encode()):
-        request["admin"] = True
-        request["account"] = None
+        request[ADMIN] = True
+        request[ACCOUNT] = None
         return await handler(request)
     account = await context(request).store.account_for_key(hash_api_key(token))
     if account is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
-    request["admin"] = False
-    request["account"] = account
+    request[ADMIN] = False
+    request[ACCOUNT] = account
     return await handler(request)
 
 
 def require_admin(request: web.Request) -> None:
-    if not request.get("admin"):
+    if not request.get(ADMIN):
         raise ApiError(403, "forbidden", "this route needs the admin key")
 
 
 def require_account(request: web.Request) -> Account:
-    account = request.get("account")
+    account = request.get(ACCOUNT)
     if account is None:
         raise ApiError(403, "forbidden", "this route needs an account API key")
     return account

@@ -1,0 +1,136 @@
+"""Running a real relay inside a test, and driving it through its real API."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from relay.app import Relay
+from relay.config import Settings, load_settings
+from tests.helpers.kafka import free_port
+from tests.helpers.receiver import RecordingReceiver
+
+ADMIN_KEY = "test-admin-key"
+
+
+def settings_for(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for one test: its own topics and group, fast retries, loopback allowed."""
+    tag = uuid.uuid4().hex[:10]
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "topics": [f"events-{tag}"],
+        "consumer_group": f"relay-{tag}",
+        "quarantine_topic": f"quarantine-{tag}",
+        "deadletter_topic": f"deadletter-{tag}",
+        "ops_topic": f"ops-{tag}",
+        "data_dir": str(data_dir),
+        "api_listen": f"127.0.0.1:{free_port()}",
+        "admin_key": ADMIN_KEY,
+        "url_allowlist": ["127.0.0.1"],
+        "retry_schedule": "0,100ms,200ms",
+        "retry_max_age": "30s",
+        "delivery_timeout": "2s",
+        "log_level": "warning",
+    }
+    values.update(overrides)
+    return load_settings(env={}, overrides=values)
+
+
+@dataclass
+class ApiClient:
+    base: str
+    key: str
+    session: aiohttp.ClientSession = field(default_factory=aiohttp.ClientSession)
+
+    async def call(self, method: str, path: str, body: Any = None, key: str | None = None,
+                   expect: int | None = None) -> tuple[int, Any]:
+        async with self.session.request(
+            method, self.base + path, json=body,
+            headers={"authorization": f"Bearer {key or self.key}"},
+        ) as response:
+            data = await response.json(content_type=None)
+            if expect is not None:
+                assert response.status == expect, (response.status, data)
+            return response.status, data
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+@dataclass
+class Tenant:
+    """An account with its API client."""
+
+    account: dict[str, Any]
+    api: ApiClient
+
+    @property
+    def mid(self) -> str:
+        return self.account["mid"]
+
+    async def add_callback(self, receiver: RecordingReceiver, **fields: Any) -> dict[str, Any]:
+        """Create a callback and complete the ownership handshake the way an owner would."""
+        _, callback = await self.api.call(
+            "POST", "/v1/callbacks",
+            {"name": fields.pop("name", "hook"), "url": receiver.url, **fields}, expect=201,
+        )
+        receiver.secrets.append(callback["secret"])
+        await receiver.wait_for(
+            lambda: any(h["callbackId"] == callback["id"] for h in receiver.handshakes), 10
+        )
+        key = next(h["verificationKey"] for h in receiver.handshakes
+                   if h["callbackId"] == callback["id"])
+        await self.api.call("POST", f"/v1/callbacks/{callback['id']}/verify",
+                            {"verificationKey": key}, expect=200)
+        return callback
+
+    async def subscribe(self, callback_id: str, types: list[str], **fields: Any) -> dict[str, Any]:
+        _, sub = await self.api.call("POST", "/v1/subscriptions", {
+            "name": fields.pop("name", f"sub-{uuid.uuid4().hex[:8]}"),
+            "callbackId": callback_id, "eventCategoryTypes": types, **fields,
+        }, expect=201)
+        return sub
+
+
+class RelayHarness:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.relay: Relay | None = None
+        self.base = f"http://{settings.api_listen}"
+        self.admin = ApiClient(self.base, ADMIN_KEY)
+        self._clients: list[ApiClient] = [self.admin]
+
+    async def start(self) -> RelayHarness:
+        self.relay = Relay(self.settings)
+        await self.relay.start()
+        return self
+
+    async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
+            self.relay = None
+
+    async def close(self) -> None:
+        await self.stop()
+        for client in self._clients:
+            await client.close()
+
+    async def tenant(self, mid: str | None = None, name: str = "Acme") -> Tenant:
+        mid = mid or str(uuid.uuid4().int % 10**9)
+        _, account = await self.admin.call("POST", "/v1/accounts", {"name": name, "mid": mid},
+                                           expect=201)
+        client = ApiClient(self.base, account["apiKey"])
+        self._clients.append(client)
+        return Tenant(account, client)
+
+    async def refresh_routing(self) -> None:
+        assert self.relay is not None
+        await self.relay.router.refresh()
+
+    @property
+    def topic(self) -> str:
+        return self.settings.topics[0]

@@ -1,0 +1,97 @@
+import orjson
+import pytest
+
+from relay.events import RecordRef, decode_event
+from relay.routing import InvalidFilter, SubscriptionIndex, parse_filter
+from relay.samples import sample_event
+from relay.store.models import Callback, SigningSecret, Subscription
+
+REF = RecordRef("t", 0, 0)
+
+
+def callback(cid: str, account: str = "acct_a", verified: bool = True, enabled: bool = True) -> Callback:
+    return Callback(cid, account, cid, "https://example.com/h", 10, (SigningSecret("whsec_AA==", 0),),
+                    verified=verified, enabled=enabled)
+
+
+def sub(sid: str, cid: str, types: list[str], filters: tuple[str, ...] = (), account: str = "acct_a",
+        status: str = "active", ordering: str = "subscriberKey") -> Subscription:
+    return Subscription(sid, account, sid, cid, tuple(types), filters, status, None, ordering)  # type: ignore[arg-type]
+
+
+def event(kind: str = "EmailBounced", mid: str = "100", **info):
+    data = sample_event(kind, mid=mid, subscriber_key="s1", message_key="m1")
+    data["info"].update(info)
+    return decode_event(orjson.dumps(data), REF, 100_000)
+
+
+def index(subs, callbacks=None) -> SubscriptionIndex:
+    callbacks = callbacks or [callback("cb1"), callback("cb2")]
+    return SubscriptionIndex({"100": "acct_a", "200": "acct_b"}, callbacks, subs)
+
+
+def test_routes_by_account_and_type() -> None:
+    idx = index([sub("s1", "cb1", ["TransactionalSendEvents.EmailBounced"])])
+    assert [r.callback.id for r in idx.route(event(), "acct_a")] == ["cb1"]
+    assert idx.route(event("EmailSent"), "acct_a") == []
+    assert idx.route(event(mid="200"), "acct_b") == []
+    assert idx.account_for("200") == "acct_b"
+    assert idx.account_for("300") is None
+
+
+def test_category_wildcard() -> None:
+    idx = index([sub("s1", "cb1", ["TransactionalSendEvents.*"])])
+    assert len(idx.route(event("SmsDelivered"), "acct_a")) == 1
+    assert idx.route(event("EmailOpen"), "acct_a") == []
+
+
+def test_one_delivery_per_callback_even_when_several_subscriptions_match() -> None:
+    idx = index([
+        sub("s1", "cb1", ["TransactionalSendEvents.EmailBounced"]),
+        sub("s2", "cb1", ["TransactionalSendEvents.*"]),
+        sub("s3", "cb2", ["TransactionalSendEvents.*"]),
+    ])
+    assert sorted(r.callback.id for r in idx.route(event(), "acct_a")) == ["cb1", "cb2"]
+
+
+def test_paused_unverified_and_disabled_receive_nothing() -> None:
+    idx = index(
+        [sub("s1", "cb1", ["TransactionalSendEvents.*"], status="paused"),
+         sub("s2", "cb2", ["TransactionalSendEvents.*"]),
+         sub("s3", "cb3", ["TransactionalSendEvents.*"])],
+        callbacks=[callback("cb1"), callback("cb2", verified=False), callback("cb3", enabled=False)],
+    )
+    assert idx.route(event(), "acct_a") == []
+
+
+@pytest.mark.parametrize(
+    ("filters", "hit"),
+    [
+        (("bounceCode=HARD",), True),
+        (("bounceCode=SOFT",), False),
+        (("bounceCode!=SOFT",), True),
+        (("bounceCode=SOFT|HARD",), True),
+        (("bounceCode=HARD", "definitionKey=password-reset"), True),
+        (("bounceCode=HARD", "definitionKey=welcome"), False),
+        (("subscriberKey=s1", "messageKey=m1"), True),
+        (("statusCode=5.1.1",), True),
+        (("smtpReason!=x",), True),
+    ],
+)
+def test_filters_must_all_match(filters, hit) -> None:
+    idx = index([sub("s1", "cb1", ["TransactionalSendEvents.*"], filters=filters)])
+    e = event(bounceCode="HARD", statusCode="5.1.1")
+    e.data["definitionKey"] = "password-reset"
+    assert bool(idx.route(e, "acct_a")) is hit
+
+
+@pytest.mark.parametrize("text", ["bounceCode", "=HARD", "nope=1", "bounceCode=", "bounceCode=A|"])
+def test_bad_filters_are_refused(text) -> None:
+    with pytest.raises(InvalidFilter):
+        parse_filter(text)
+
+
+@pytest.mark.parametrize(("ordering", "key"), [("subscriberKey", "s1"), ("messageKey", "m1"), ("none", None)])
+def test_ordering_key_follows_the_subscription(ordering, key) -> None:
+    idx = index([sub("s1", "cb1", ["TransactionalSendEvents.*"], ordering=ordering)])
+    assert idx.route(event(), "acct_a")[0].ordering_key == key
