@@ -157,7 +157,8 @@ def demo(rate: float, receiver_port: int) -> None:
 
     settings = _settings(None)
     demo_dir = Path(settings.data_dir) / "demo"
-    configure_logging(settings.log_level if settings.dev_mode else "warning", "console")
+    level = settings.log_level if settings.sources["log_level"] != "default" else "warning"
+    configure_logging(level, "console")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(settings, demo_dir, rate, receiver_port))
 

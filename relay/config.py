@@ -125,17 +125,6 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("true or false")
-
-
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -174,7 +163,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retry_after_max", 3600.0, _seconds, "Upper bound for a receiver's Retry-After."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
     Setting("log_format", "json", _choice("json", "console"), "Log format."),
-    Setting("dev_mode", False, _bool, "Development conveniences (pretty logs); never in production."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -205,7 +193,6 @@ class Settings:
     retry_after_max: float
     log_level: str
     log_format: str
-    dev_mode: bool
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property

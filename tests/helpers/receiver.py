@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -103,10 +104,8 @@ class RecordingReceiver:
                     f"({len(self.requests)} requests, {len(self.delivered_events())} events)"
                 )
             waiter = self._changed
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), timeout=min(remaining, 0.5))
-            except TimeoutError:
-                pass
 
     async def wait_events(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         await self.wait_for(lambda: len(self.delivered_events()) >= count, timeout)
