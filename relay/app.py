@@ -7,11 +7,11 @@ nothing is consumed before there is somewhere to put it; stop order is the rever
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import structlog
@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from relay.api import ApiContext, build_api
 from relay.config import Settings
 from relay.crypto import SecretBox, load_master_key
+from relay.delivery.circuit import CircuitConfig
 from relay.delivery.dispatcher import Dispatcher
 from relay.delivery.http import DeliveryClient, UrlPolicy
 from relay.delivery.lane import LaneConfig
@@ -45,6 +46,7 @@ class Relay:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
+        self._disabling: set[str] = set()
 
     async def start(self) -> None:
         s = self.settings
@@ -67,10 +69,15 @@ class Relay:
         self.dispatcher = Dispatcher(
             self.store, self.client, self.router.callback,
             RetryPolicy(s.retry_schedule, s.retry_max_age, s.retry_after_max),
-            LaneConfig(s.lane_max_in_flight, s.lane_window, s.batch_linger, s.delivery_timeout),
+            LaneConfig(
+                s.lane_max_in_flight, s.lane_window, s.batch_linger, s.delivery_timeout,
+                CircuitConfig(s.circuit_failure_threshold, s.circuit_cooldown,
+                              s.circuit_cooldown_max, s.disable_after),
+            ),
             global_max_in_flight=s.global_max_in_flight, clock=self._clock,
         )
         self.dispatcher.add_listener(self._on_result)
+        self.dispatcher.add_lane_listener(self._on_lane_event)
         await self.dispatcher.start()
 
         ctx = ApiContext(s, self.store, self.client, self.router,
@@ -134,8 +141,21 @@ class Relay:
         elif result.outcome == "dead":
             METRICS.dead_letters.labels(callback.id).inc(len(result.jobs))
             self._spawn(self._publish_dead_letters(result))
-            if attempt.status == 410:
-                self._spawn(self._disable(callback, "receiver answered 410 Gone"))
+
+    def _on_lane_event(self, kind: str, callback: Callback, data: dict[str, Any]) -> None:
+        if kind == "failing_since":
+            self._spawn(self.store.set_failing_since(callback.id, data["since"]))
+        elif kind == "circuit_opened":
+            METRICS.circuit_open.labels(callback.id).set(1)
+            log.warning("circuit_opened", callback_id=callback.id, **data)
+            self._spawn(self._ops_event("callback.circuit_opened", callback, data))
+        elif kind == "circuit_closed":
+            METRICS.circuit_open.labels(callback.id).set(0)
+            log.info("circuit_closed", callback_id=callback.id)
+            self._spawn(self._ops_event("callback.circuit_closed", callback, data))
+        elif kind == "disable" and callback.id not in self._disabling:
+            self._disabling.add(callback.id)
+            self._spawn(self._disable(callback, data["reason"]))
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -162,11 +182,21 @@ class Relay:
             log.exception("deadletter_publish_failed", callback_id=result.attempt.callback_id)
 
     async def _disable(self, callback: Callback, reason: str) -> None:
-        await self.store.set_callback_enabled(callback.id, False, reason)
-        await self.router.refresh()
+        try:
+            await self.store.set_callback_enabled(callback.id, False, reason)
+            await self.router.refresh()
+        finally:
+            self._disabling.discard(callback.id)
+        METRICS.callbacks_disabled.inc()
         log.warning("callback_disabled", callback_id=callback.id, reason=reason)
-        with contextlib.suppress(Exception):
+        await self._ops_event("callback.disabled", callback, {"reason": reason})
+
+    async def _ops_event(self, kind: str, callback: Callback, data: dict[str, Any]) -> None:
+        """Operational events on relay.ops, keyed by callback id; a broker outage only logs."""
+        try:
             await self.publisher.publish(self.settings.ops_topic, {
-                "type": "callback.disabled", "callbackId": callback.id,
-                "accountId": callback.account_id, "reason": reason, "at": self._clock(),
+                "type": kind, "callbackId": callback.id, "accountId": callback.account_id,
+                "at": self._clock(), **data,
             }, key=callback.id.encode())
+        except Exception:
+            log.exception("ops_event_failed", kind=kind, callback_id=callback.id)

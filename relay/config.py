@@ -161,6 +161,10 @@ SETTINGS: tuple[Setting, ...] = (
             _duration_list, "Delays between attempts; the last repeats until retry_max_age."),
     Setting("retry_max_age", 72 * 3600.0, _seconds, "A job older than this is dead-lettered."),
     Setting("retry_after_max", 3600.0, _seconds, "Upper bound for a receiver's Retry-After."),
+    Setting("circuit_failure_threshold", 5, _positive_int, "Consecutive failures that open a callback's circuit."),
+    Setting("circuit_cooldown", 5.0, _seconds, "First wait before an open circuit lets one probe through."),
+    Setting("circuit_cooldown_max", 300.0, _seconds, "Longest wait between probes (the wait doubles)."),
+    Setting("disable_after", 5 * 86400.0, _seconds, "A callback failing without a success this long is disabled."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
     Setting("log_format", "json", _choice("json", "console"), "Log format."),
 )
@@ -191,6 +195,10 @@ class Settings:
     retry_schedule: tuple[float, ...]
     retry_max_age: float
     retry_after_max: float
+    circuit_failure_threshold: int
+    circuit_cooldown: float
+    circuit_cooldown_max: float
+    disable_after: float
     log_level: str
     log_format: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -35,6 +35,10 @@ class Metrics:
         self.attempt_latency = Histogram(
             "relay_attempt_seconds", "Duration of one POST.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.circuit_open = Gauge(
+            "relay_circuit_open", "1 while a callback's circuit is open.", ["callback_id"], registry=r)
+        self.callbacks_disabled = Counter(
+            "relay_callbacks_disabled_total", "Callbacks disabled by the relay.", registry=r)
         self.queue_depth = Gauge(
             "relay_lane_queue_depth", "Pending jobs held in memory per callback.",
             ["callback_id"], registry=r)

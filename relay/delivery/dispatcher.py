@@ -12,11 +12,12 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from relay.delivery.http import DeliveryClient
-from relay.delivery.lane import Lane, LaneConfig
+from relay.delivery.lane import Lane, LaneConfig, LaneEvent
 from relay.delivery.retry import RetryPolicy
 from relay.store.base import Store
 from relay.store.models import Callback, DeliveryResult, Job
@@ -50,10 +51,15 @@ class Dispatcher:
         self._pending_results: list[DeliveryResult] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._listeners: list[ResultListener] = []
+        self._lane_listeners: list[LaneEvent] = []
 
     def add_listener(self, listener: ResultListener) -> None:
         """Called for every result (metrics, dead-letter topic, callback disabling)."""
         self._listeners.append(listener)
+
+    def add_lane_listener(self, listener: LaneEvent) -> None:
+        """Called on circuit changes, failing-since changes and disable requests."""
+        self._lane_listeners.append(listener)
 
     async def start(self) -> None:
         for callback_id in await self._store.callbacks_with_pending():
@@ -76,8 +82,13 @@ class Dispatcher:
         for callback_id, lane_jobs in by_callback.items():
             self._lane(callback_id).offer(lane_jobs)
 
-    def queue_depth(self) -> dict[str, int]:
-        return {cid: lane.depth for cid, lane in self._lanes.items()}
+    def requeue(self, callback_id: str) -> None:
+        """Jobs of this callback were set back to pending in the store (replay)."""
+        self._lane(callback_id).requeue()
+
+    @property
+    def lanes(self) -> dict[str, Lane]:
+        return self._lanes
 
     def _lane(self, callback_id: str) -> Lane:
         lane = self._lanes.get(callback_id)
@@ -85,7 +96,7 @@ class Dispatcher:
             lane = Lane(
                 callback_id, callback=self._callbacks, store=self._store, client=self._client,
                 policy=self._policy, config=self._lane_config, global_slots=self._slots,
-                report=self._on_result, clock=self._clock,
+                report=self._on_result, notify=self._on_lane_event, clock=self._clock,
             )
             self._lanes[callback_id] = lane
             lane.start()
@@ -98,6 +109,13 @@ class Dispatcher:
                 listener(result, callback)
             except Exception:
                 log.exception("result_listener_failed", callback_id=callback.id)
+
+    def _on_lane_event(self, kind: str, callback: Callback, data: dict[str, Any]) -> None:
+        for listener in self._lane_listeners:
+            try:
+                listener(kind, callback, data)
+            except Exception:
+                log.exception("lane_listener_failed", callback_id=callback.id, kind=kind)
 
     async def _flush_loop(self) -> None:
         while True:

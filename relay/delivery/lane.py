@@ -1,9 +1,10 @@
 """One lane per callback: per-key FIFO, batching, bounded in-flight requests, bounded memory.
 
 A lane holds a window of pending jobs in job-id order (which is Kafka order per partition).
-A job may be sent only when no earlier job with the same ordering key is unfinished, so
-a failing key holds back its own later events and nothing else. A failed batch is retried
-whole, so its ``webhook-id`` (derived from its composition) stays the same across retries.
+A job may be sent only when no earlier job with the same ordering key is unfinished, so a
+failing key holds back its own later events and nothing else. A batch's composition is pinned
+in the store before its first POST and a failed batch is retried whole, so its ``webhook-id``
+stays the same across retries and across a crash.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
+from relay.delivery.circuit import CircuitBreaker, CircuitConfig
 from relay.delivery.http import DeliveryClient, HttpOutcome
 from relay.delivery.retry import RetryPolicy
 from relay.signing import delivery_headers, secret_key
@@ -26,6 +29,8 @@ from relay.store.models import AttemptRecord, Callback, DeliveryResult, Job
 
 log = structlog.get_logger("relay.delivery")
 
+LaneEvent = Callable[[str, Callback, dict[str, Any]], None]
+
 
 @dataclass(frozen=True)
 class LaneConfig:
@@ -33,10 +38,11 @@ class LaneConfig:
     window: int = 5000
     linger: float = 0.005
     timeout: float = 10.0
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
 
 
 def webhook_id(callback_id: str, event_ids: list[str]) -> str:
-    """Stable for the same events to the same callback, so receivers can deduplicate."""
+    """Derived from what is sent, so the same events to the same callback keep the same id."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(callback_id.encode())
     for event_id in event_ids:
@@ -56,16 +62,18 @@ class Lane:
         config: LaneConfig,
         global_slots: asyncio.Semaphore,
         report: Callable[[DeliveryResult, Callback], None],
+        notify: LaneEvent,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.callback_id = callback_id
         self._callback = callback
         self._store = store
         self._client = client
-        self._policy = policy
+        self._default_policy = policy
         self._config = config
         self._slots = global_slots
         self._report = report
+        self._notify = notify
         self._clock = clock
         self._window: dict[int, Job] = {}
         self._in_flight_jobs: set[int] = set()
@@ -77,6 +85,8 @@ class Lane:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
+        current = callback(callback_id)
+        self.circuit = CircuitBreaker(config.circuit, current.failing_since if current else None)
 
     # -- feeding --------------------------------------------------------------------------
     def offer(self, jobs: list[Job]) -> None:
@@ -90,21 +100,33 @@ class Lane:
                 self._loaded_upto = job.id
         self._wake.set()
 
+    def requeue(self) -> None:
+        """Jobs were put back to pending in the store (dead-letter replay): reload from the start."""
+        self._loaded_upto = 0
+        self._backlog = True
+        self._wake.set()
+
     async def _load(self) -> None:
         room = self._config.window - len(self._window)
         if not self._backlog or room < self._config.window // 2:
             return
         jobs = await self._store.load_pending(self.callback_id, self._loaded_upto, room)
         for job in jobs:
-            if job.id > self._loaded_upto:
+            if job.id not in self._window and job.id not in self._in_flight_jobs:
                 self._window[job.id] = job
-                self._loaded_upto = job.id
+            self._loaded_upto = max(self._loaded_upto, job.id)
         if len(jobs) < room:
             self._backlog = False
+        if jobs:
+            self._window = dict(sorted(self._window.items()))
 
     @property
     def depth(self) -> int:
         return len(self._window)
+
+    @property
+    def oldest_pending(self) -> float | None:
+        return min((j.created_at for j in self._window.values()), default=None)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,37 +148,51 @@ class Lane:
 
     async def _run(self) -> None:
         while not self._stopping:
+            self._wake.clear()
+            wait: float | None = 1.0
             try:
                 await self._load()
+                callback = self._callback(self.callback_id)
+                if callback is not None and callback.enabled and callback.verified:
+                    wait = await self._dispatch(callback)
             except Exception:
-                log.exception("lane_load_failed", callback_id=self.callback_id)
-                await asyncio.sleep(1)
-                continue
-            callback = self._callback(self.callback_id)
-            wait: float | None = None
-            if callback is not None and callback.enabled and callback.verified:
-                wait = await self._dispatch(callback)
-            self._wake.clear()
+                log.exception("lane_failed", callback_id=self.callback_id)
+                wait = 1.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait if wait is not None else 1.0)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def _dispatch(self, callback: Callback) -> float | None:
-        """Start as many batches as capacity allows; return how long until a retry is due."""
+        """Start as many batches as capacity allows; return how long to wait at most."""
+        limit = callback.options.max_in_flight or self._config.max_in_flight
         lingered = False
-        while self._in_flight < self._config.max_in_flight:
+        while self._in_flight < limit:
             now = self._clock()
+            if not self.circuit.allows(now):
+                reopens = self.circuit.reopens_at()
+                return None if reopens is None else max(0.01, reopens - now)
             batch, next_due = self._next_batch(callback.max_batch_size, now)
             if not batch:
+                self.circuit.release_probe()
                 return None if next_due is None else max(0.0, next_due - now)
             fresh = batch[0].batch_id is None
             if (fresh and not lingered and len(batch) < callback.max_batch_size
                     and self._config.linger > 0 and callback.max_batch_size > 1):
+                self.circuit.release_probe()
                 lingered = True
                 await asyncio.sleep(self._config.linger)
                 continue
             lingered = False
-            await self._slots.acquire()
             self._begin(batch)
+            try:
+                if fresh and len(batch) > 1:
+                    batch_id = webhook_id(callback.id, [job.event_id for job in batch])
+                    await self._store.assign_batch(batch_id, [job.id for job in batch])
+                    for job in batch:
+                        job.batch_id = batch_id
+                await self._slots.acquire()
+            except BaseException:
+                self._end(batch)
+                raise
             task = asyncio.create_task(self._send(callback, batch))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
@@ -207,20 +243,33 @@ class Lane:
     # -- sending --------------------------------------------------------------------------
     async def _send(self, callback: Callback, batch: list[Job]) -> None:
         try:
-            msg_id = webhook_id(callback.id, [job.event_id for job in batch])
+            msg_id = batch[0].batch_id or webhook_id(callback.id, [job.event_id for job in batch])
             body = b"[" + b",".join(job.body for job in batch) + b"]"
             now = self._clock()
             keys = [secret_key(s.secret) for s in callback.active_secrets(now)]
             headers = delivery_headers(keys, msg_id, int(now), body, ens=callback.ens_signature)
-            outcome = await self._client.post(callback.url, body, headers, self._config.timeout)
+            timeout = callback.options.timeout or self._config.timeout
+            outcome = await self._client.post(callback.url, body, headers, timeout)
             self._settle(callback, batch, msg_id, outcome)
         except Exception:
             log.exception("delivery_crashed", callback_id=callback.id, batch_size=len(batch))
             for job in batch:
                 job.next_attempt_at = self._clock() + 1.0
+            self.circuit.release_probe()
         finally:
             self._slots.release()
             self._end(batch)
+
+    def _policy(self, callback: Callback) -> RetryPolicy:
+        options = callback.options
+        if options.retry_schedule is None and options.retry_max_age is None:
+            return self._default_policy
+        return RetryPolicy(
+            options.retry_schedule or self._default_policy.schedule,
+            options.retry_max_age or self._default_policy.max_age,
+            self._default_policy.retry_after_max,
+            self._default_policy.jitter,
+        )
 
     def _settle(self, callback: Callback, batch: list[Job], msg_id: str,
                 outcome: HttpOutcome) -> None:
@@ -230,7 +279,7 @@ class Lane:
             at=now, status=outcome.status, latency_ms=outcome.latency_ms,
             error=outcome.error, response_excerpt=outcome.excerpt,
         )
-        failed_attempts = batch[0].attempts + 1
+        attempt_number = batch[0].attempts + 1
         if outcome.ok:
             result = DeliveryResult(attempt, "delivered", jobs=tuple(batch))
         elif outcome.status == 410:
@@ -238,7 +287,7 @@ class Lane:
                                     jobs=tuple(batch))
         else:
             created = min(j.created_at for j in batch)
-            when = self._policy.next_attempt_at(failed_attempts, created, now, outcome)
+            when = self._policy(callback).next_attempt_at(attempt_number, created, now, outcome)
             if when is None:
                 result = DeliveryResult(attempt, "dead", reason="retry schedule exhausted",
                                         jobs=tuple(batch))
@@ -248,14 +297,38 @@ class Lane:
         emit(
             "delivery_attempt",
             callback_id=callback.id, webhook_id=msg_id, event_ids=[j.event_id for j in batch[:10]],
-            batch_size=len(batch), attempt=failed_attempts, status=outcome.status,
+            batch_size=len(batch), attempt=attempt_number, status=outcome.status,
             error=outcome.error, outcome=result.outcome, latency_ms=round(outcome.latency_ms, 2),
         )
         for job in batch:
-            job.attempts = failed_attempts
+            job.attempts = attempt_number
             if result.outcome == "retry":
                 job.batch_id = msg_id
                 job.next_attempt_at = result.next_attempt_at
             else:
                 self._window.pop(job.id, None)
         self._report(result, callback)
+        self._track_health(callback, outcome, now)
+
+    def _track_health(self, callback: Callback, outcome: HttpOutcome, now: float) -> None:
+        was_failing = self.circuit.failing_since is not None
+        if outcome.ok:
+            if self.circuit.record_success():
+                self._notify("circuit_closed", callback, {})
+            if was_failing:
+                self._notify("failing_since", callback, {"since": None})
+            return
+        if self.circuit.record_failure(now):
+            self._notify("circuit_opened", callback, {
+                "consecutiveFailures": self.circuit.consecutive_failures,
+                "lastStatus": outcome.status, "lastError": outcome.error,
+            })
+        if not was_failing:
+            self._notify("failing_since", callback, {"since": self.circuit.failing_since})
+        if outcome.status == 410:
+            self._notify("disable", callback, {"reason": "receiver answered 410 Gone"})
+        elif self.circuit.should_disable(now):
+            days = self.circuit.config.disable_after / 86400
+            self._notify("disable", callback, {
+                "reason": f"failing continuously for {days:g} days",
+            })

@@ -91,6 +91,11 @@ class Store(Protocol):
     async def record_results(self, results: Sequence[DeliveryResult]) -> None:
         """Write a group of attempt outcomes in one transaction."""
 
+    async def set_failing_since(self, callback_id: str, since: float | None) -> None: ...
+
+    async def assign_batch(self, batch_id: str, job_ids: Sequence[int]) -> None:
+        """Pin a batch's composition before its first POST (stable webhook-id after a crash)."""
+
     async def set_callback_enabled(
         self, callback_id: str, enabled: bool, reason: str | None
     ) -> None: ...

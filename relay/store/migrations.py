@@ -29,6 +29,8 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         enabled INTEGER NOT NULL DEFAULT 1,
         disabled_reason TEXT,
         ens_signature INTEGER NOT NULL DEFAULT 0,
+        delivery_options TEXT NOT NULL DEFAULT '{}',
+        failing_since REAL,
         verification_hash TEXT,
         verification_expires_at REAL,
         created_at REAL NOT NULL

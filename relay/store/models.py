@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 OrderingKey = Literal["subscriberKey", "messageKey", "none"]
 
@@ -26,6 +26,30 @@ class SigningSecret:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryOptions:
+    """Per-callback overrides of the global delivery settings (None: use the global one)."""
+
+    timeout: float | None = None
+    retry_schedule: tuple[float, ...] | None = None
+    retry_max_age: float | None = None
+    max_in_flight: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "timeout": self.timeout,
+            "retrySchedule": list(self.retry_schedule) if self.retry_schedule else None,
+            "retryMaxAge": self.retry_max_age,
+            "maxInFlight": self.max_in_flight,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeliveryOptions:
+        schedule = data.get("retrySchedule")
+        return cls(data.get("timeout"), tuple(schedule) if schedule else None,
+                   data.get("retryMaxAge"), data.get("maxInFlight"))
+
+
+@dataclass(frozen=True, slots=True)
 class Callback:
     id: str
     account_id: str
@@ -38,6 +62,8 @@ class Callback:
     disabled_reason: str | None = None
     ens_signature: bool = False
     created_at: float = 0.0
+    options: DeliveryOptions = field(default_factory=lambda: DeliveryOptions())
+    failing_since: float | None = None
 
     def active_secrets(self, now: float) -> list[SigningSecret]:
         return [s for s in self.secrets if s.expires_at is None or s.expires_at > now]

@@ -26,6 +26,7 @@ from relay.store.migrations import SQLITE_MIGRATIONS
 from relay.store.models import (
     Account,
     Callback,
+    DeliveryOptions,
     DeliveryResult,
     Job,
     NewJob,
@@ -167,13 +168,14 @@ class SqliteStore:
         def run(c: sqlite3.Connection) -> None:
             c.execute(
                 "INSERT INTO callbacks (id, account_id, name, url, max_batch_size, secrets, "
-                "verified, enabled, disabled_reason, ens_signature, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "verified, enabled, disabled_reason, ens_signature, created_at, delivery_options, "
+                "failing_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     callback.id, callback.account_id, callback.name, callback.url,
                     callback.max_batch_size, sealed, int(callback.verified),
                     int(callback.enabled), callback.disabled_reason,
                     int(callback.ens_signature), callback.created_at,
+                    orjson.dumps(callback.options.to_json()), callback.failing_since,
                 ),
             )
             _bump_version(c)
@@ -182,7 +184,7 @@ class SqliteStore:
 
     _CALLBACK_COLUMNS = (
         "id, account_id, name, url, max_batch_size, secrets, verified, enabled, "
-        "disabled_reason, ens_signature, created_at"
+        "disabled_reason, ens_signature, created_at, delivery_options, failing_since"
     )
 
     def _callback(self, row: Any) -> Callback:
@@ -190,7 +192,8 @@ class SqliteStore:
             id=row[0], account_id=row[1], name=row[2], url=row[3], max_batch_size=row[4],
             secrets=self._open_secrets(row[0], row[5]), verified=bool(row[6]),
             enabled=bool(row[7]), disabled_reason=row[8], ens_signature=bool(row[9]),
-            created_at=row[10],
+            created_at=row[10], options=DeliveryOptions.from_json(orjson.loads(row[11])),
+            failing_since=row[12],
         )
 
     async def get_callback(self, callback_id: str, account_id: str | None = None) -> Callback:
@@ -212,6 +215,19 @@ class SqliteStore:
             params = (account_id,)
         rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
         return [self._callback(row) for row in rows]
+
+    async def set_failing_since(self, callback_id: str, since: float | None) -> None:
+        """Not a registry change: routing does not need to reload for it."""
+        await self._write(lambda c: c.execute(
+            "UPDATE callbacks SET failing_since = ? WHERE id = ?", (since, callback_id)
+        ))
+
+    async def assign_batch(self, batch_id: str, job_ids: Sequence[int]) -> None:
+        """Pin a batch's composition before its first POST, so a crash re-sends the same
+        ``webhook-id``."""
+        await self._write(lambda c: c.executemany(
+            "UPDATE jobs SET batch_id = ? WHERE id = ?", [(batch_id, j) for j in job_ids]
+        ))
 
     async def set_callback_enabled(
         self, callback_id: str, enabled: bool, reason: str | None
