@@ -19,6 +19,10 @@ ADMIN_KEY = "test-admin-key"
 
 def settings_for(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
     """Settings for one test: its own topics and group, fast retries, loopback allowed."""
+    return load_settings(env={}, overrides=settings_values(bootstrap, data_dir, **overrides))
+
+
+def settings_values(bootstrap: str, data_dir: Path, **overrides: Any) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:10]
     values: dict[str, Any] = {
         "kafka_bootstrap": bootstrap,
@@ -37,7 +41,7 @@ def settings_for(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         "log_level": "warning",
     }
     values.update(overrides)
-    return load_settings(env={}, overrides=values)
+    return values
 
 
 @dataclass
@@ -96,6 +100,12 @@ class Tenant:
         return sub
 
 
+async def create_tenant(admin: ApiClient, mid: str | None = None, name: str = "Acme") -> Tenant:
+    mid = mid or str(uuid.uuid4().int % 10**9)
+    _, account = await admin.call("POST", "/v1/accounts", {"name": name, "mid": mid}, expect=201)
+    return Tenant(account, ApiClient(admin.base, account["apiKey"]))
+
+
 class RelayHarness:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -120,12 +130,9 @@ class RelayHarness:
             await client.close()
 
     async def tenant(self, mid: str | None = None, name: str = "Acme") -> Tenant:
-        mid = mid or str(uuid.uuid4().int % 10**9)
-        _, account = await self.admin.call("POST", "/v1/accounts", {"name": name, "mid": mid},
-                                           expect=201)
-        client = ApiClient(self.base, account["apiKey"])
-        self._clients.append(client)
-        return Tenant(account, client)
+        tenant = await create_tenant(self.admin, mid, name)
+        self._clients.append(tenant.api)
+        return tenant
 
     async def refresh_routing(self) -> None:
         assert self.relay is not None

@@ -22,6 +22,12 @@ class Received:
     at: float
     status: int
     verified: bool | None = None
+    request: web.Request | None = field(default=None, repr=False)
+
+    def drop_connection(self) -> None:
+        """Close the socket without answering, as a crashing receiver would."""
+        assert self.request is not None and self.request.transport is not None
+        self.request.transport.close()
 
     @property
     def json(self) -> Any:
@@ -66,7 +72,7 @@ class RecordingReceiver:
             self.handshakes.append(payload)
             self._notify()
             return web.json_response({"ok": True})
-        received = Received(headers, body, time.time(), 200)
+        received = Received(headers, body, time.time(), 200, request=request)
         if self.secrets:
             try:
                 verify(self.secrets, headers, body)
@@ -79,6 +85,7 @@ class RecordingReceiver:
             answer = await result if asyncio.iscoroutine(result) else result  # type: ignore[assignment]
         response = web.Response(status=answer) if isinstance(answer, int) else answer
         received.status = response.status
+        received.request = None
         self.requests.append(received)
         self._notify()
         return response

@@ -1,0 +1,133 @@
+"""Nothing lost: kill -9, SIGTERM and a broker restart in the middle of a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.samples import sample_event
+from tests.helpers.harness import ADMIN_KEY, ApiClient, RelayHarness, create_tenant, settings_for, settings_values
+from tests.helpers.kafka import KafkaBroker, produce
+from tests.helpers.process import RelayProcess
+from tests.helpers.receiver import RecordingReceiver
+
+pytestmark = pytest.mark.kafka
+
+
+def events_for(mid: str, count: int, keys: int = 20) -> list[dict[str, Any]]:
+    return [sample_event("EmailSent", mid=mid, subscriber_key=f"key-{i % keys}", message_key=f"{i:06d}")
+            for i in range(count)]
+
+
+async def stream(bootstrap: str, topic: str, events: list[dict[str, Any]], chunk: int, pause: float) -> None:
+    for start in range(0, len(events), chunk):
+        part = events[start:start + chunk]
+        await produce(bootstrap, topic, [orjson.dumps(e) for e in part],
+                      [e["info"]["subscriberKey"].encode() for e in part])
+        await asyncio.sleep(pause)
+
+
+async def register(base: str, receiver: RecordingReceiver, max_batch: int) -> tuple[ApiClient, str]:
+    admin = ApiClient(base, ADMIN_KEY)
+    tenant = await create_tenant(admin)
+    callback = await tenant.add_callback(receiver, maxBatchSize=max_batch)
+    await tenant.subscribe(callback["id"], ["TransactionalSendEvents.*"])
+    await admin.close()
+    await tenant.api.close()
+    await asyncio.sleep(1.2)  # routing reloads within a second
+    return admin, tenant.mid
+
+
+def webhook_ids_by_event(receiver: RecordingReceiver) -> dict[str, set[str]]:
+    ids: dict[str, set[str]] = defaultdict(set)
+    for request in receiver.delivered():
+        for event in request.json:
+            ids[event["eventId"]].add(request.headers["webhook-id"])
+    return ids
+
+
+def assert_per_key_order(receiver: RecordingReceiver) -> None:
+    seen: set[str] = set()
+    order: dict[str, list[str]] = defaultdict(list)
+    for event in receiver.delivered_events():
+        if event["eventId"] not in seen:
+            seen.add(event["eventId"])
+            order[event["info"]["subscriberKey"]].append(event["info"]["messageKey"])
+    for key, seqs in order.items():
+        assert seqs == sorted(seqs), key
+
+
+@pytest.mark.parametrize("max_batch", [1, 10])
+async def test_kill_9_mid_stream_loses_nothing(kafka: KafkaBroker, tmp_path: Path, max_batch: int) -> None:
+    values = settings_values(kafka.bootstrap, tmp_path / "data", batch_linger="2ms")
+    relay = RelayProcess(values, tmp_path / "relay.log")
+    receiver = await RecordingReceiver().start()
+    try:
+        await relay.start()
+        _, mid = await register(relay.base, receiver, max_batch)
+        events = events_for(mid, 1500)
+        producer = asyncio.create_task(stream(kafka.bootstrap, values["topics"][0], events, 50, 0.05))
+        rng = random.Random(max_batch)
+        for _ in range(3):
+            await asyncio.sleep(rng.uniform(0.4, 1.0))
+            relay.kill()
+            await relay.start()
+        await producer
+        await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 1500, timeout=90)
+
+        ids = webhook_ids_by_event(receiver)
+        assert len(ids) == 1500
+        assert all(len(hooks) == 1 for hooks in ids.values()), "a duplicate came with a new webhook-id"
+        assert_per_key_order(receiver)
+    finally:
+        relay.ensure_stopped()
+        await receiver.stop()
+
+
+async def test_sigterm_finishes_in_flight_work_and_exits_cleanly(kafka: KafkaBroker, tmp_path: Path) -> None:
+    values = settings_values(kafka.bootstrap, tmp_path / "data")
+    relay = RelayProcess(values, tmp_path / "relay.log")
+    receiver = await RecordingReceiver().start()
+    try:
+        await relay.start()
+        _, mid = await register(relay.base, receiver, 1)
+        events = events_for(mid, 600)
+        producer = asyncio.create_task(stream(kafka.bootstrap, values["topics"][0], events, 30, 0.05))
+        await asyncio.sleep(1.0)
+        assert await relay.terminate() == 0
+        await producer
+        await relay.start()
+        await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 600, timeout=60)
+        await asyncio.sleep(0.5)
+        assert len(receiver.delivered_events()) == 600, "a graceful stop should cause no duplicate"
+    finally:
+        relay.ensure_stopped()
+        await receiver.stop()
+
+
+async def test_broker_restart_mid_stream_recovers_by_itself(kafka: KafkaBroker, tmp_path: Path) -> None:
+    if not kafka.managed:
+        pytest.skip("the broker named by RELAY_KAFKA_BOOTSTRAP cannot be restarted by the tests")
+    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path)).start()
+    receiver = await RecordingReceiver().start()
+    try:
+        tenant = await harness.tenant()
+        callback = await tenant.add_callback(receiver, maxBatchSize=5)
+        await tenant.subscribe(callback["id"], ["TransactionalSendEvents.*"])
+        await harness.refresh_routing()
+        events = events_for(tenant.mid, 400)
+        await stream(kafka.bootstrap, harness.topic, events[:200], 50, 0.0)
+        await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 50, timeout=30)
+        await asyncio.get_running_loop().run_in_executor(None, kafka.restart)
+        await stream(kafka.bootstrap, harness.topic, events[200:], 50, 0.0)
+        await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 400, timeout=90)
+        assert_per_key_order(receiver)
+    finally:
+        await harness.close()
+        await receiver.stop()
