@@ -9,6 +9,7 @@ writer anyway — and reads use a second connection, which WAL lets run beside t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import sqlite3
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import structlog
 
 from relay.crypto import SecretBox
 from relay.events import Event
@@ -36,6 +38,7 @@ from relay.store.models import (
 )
 
 T = TypeVar("T")
+log = structlog.get_logger("relay.store")
 _MAX_PARAMS = 30000
 
 
@@ -45,6 +48,8 @@ class SqliteStore:
         self._box = box
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
+        self._checkpoint_task: asyncio.Task[None] | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
 
@@ -60,6 +65,22 @@ class SqliteStore:
         self._write_conn = await loop.run_in_executor(self._writer, self._connect)
         await self._write(_migrate)
         self._read_conn = await loop.run_in_executor(self._reader, self._connect)
+        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
+
+    async def _checkpoint_loop(self, interval: float = 1.0) -> None:
+        loop = asyncio.get_running_loop()
+        conn = await loop.run_in_executor(self._checkpointer, self._connect)
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await loop.run_in_executor(
+                        self._checkpointer, lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    )
+                except sqlite3.Error as exc:
+                    log.warning("sqlite_checkpoint_failed", error=str(exc))
+        finally:
+            await loop.run_in_executor(self._checkpointer, conn.close)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -67,10 +88,20 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA cache_size=-32768")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        # Checkpoints (the only fsyncs in WAL mode with synchronous=NORMAL) run on their own
+        # connection and thread, so the writer never waits for one.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+            self._checkpoint_task = None
         if self._write_conn is not None:
             await loop.run_in_executor(self._writer, self._write_conn.close)
             self._write_conn = None
@@ -79,6 +110,7 @@ class SqliteStore:
             self._read_conn = None
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
+        self._checkpointer.shutdown(wait=True)
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())

@@ -1,0 +1,196 @@
+"""Processes for benchmarks: the relay (``relay serve``) and receivers, each in its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from relay.samples import sample_event
+
+ADMIN_KEY = "bench-admin-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds used so far, peak RSS in bytes) of a live process, from /proc."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    peak = 0
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024
+    return cpu, peak
+
+
+@dataclass
+class Receiver:
+    port: int
+    mode: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def spawn(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.receiver", "--port", str(self.port),
+                                      *self.mode])
+
+    async def start(self) -> Receiver:
+        self.spawn()
+        await wait_http(f"http://127.0.0.1:{self.port}/stats")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    async def stats(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+        async with session.get(f"http://127.0.0.1:{self.port}/stats") as response:
+            return orjson.loads(await response.read())
+
+    async def handshakes(self, session: aiohttp.ClientSession) -> list[dict[str, str]]:
+        async with session.get(f"http://127.0.0.1:{self.port}/handshakes") as response:
+            return orjson.loads(await response.read())
+
+
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(url)
+            await asyncio.sleep(0.1)
+
+
+class RelayProcess:
+    def __init__(self, bootstrap: str, data_dir: Path, **settings: Any) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.topic = f"bench-{tag}"
+        self.api = f"127.0.0.1:{free_port()}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        env.update({
+            "RELAY_KAFKA_BOOTSTRAP": bootstrap, "RELAY_TOPICS": self.topic,
+            "RELAY_CONSUMER_GROUP": f"bench-{tag}", "RELAY_DATA_DIR": str(data_dir),
+            "RELAY_API_LISTEN": self.api, "RELAY_ADMIN_KEY": ADMIN_KEY,
+            "RELAY_URL_ALLOWLIST": "127.0.0.1", "RELAY_LOG_LEVEL": "warning",
+        })
+        env.update({f"RELAY_{k.upper()}": str(v) for k, v in settings.items()})
+        self.env = env
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "relay.cli", "serve"]
+        with (self.data_dir / "relay.log").open("ab") as log:
+            self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def profile(self, seconds: int) -> None:
+        """With BENCH_PROFILE=<dir>, attach py-spy for ``seconds`` (collapsed stacks)."""
+        profile_dir = os.environ.get("BENCH_PROFILE")
+        if profile_dir and self.proc is not None:
+            out = Path(profile_dir) / f"{self.data_dir.name}-{int(time.time())}.txt"
+            subprocess.Popen(["py-spy", "record", "--format", "raw", "-r", "250", "-d", str(seconds),
+                              "-o", str(out), "--pid", str(self.proc.pid)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def start(self) -> None:
+        self.spawn()
+        await wait_http(f"http://{self.api}/readyz", 60)
+
+    def usage(self) -> tuple[float, int]:
+        assert self.proc is not None
+        return proc_usage(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+    async def call(self, session: aiohttp.ClientSession, method: str, path: str, key: str,
+                   body: Any = None) -> Any:
+        async with session.request(method, f"http://{self.api}{path}", json=body,
+                                   headers={"authorization": f"Bearer {key}"}) as response:
+            data = await response.json()
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: {response.status} {data}")
+            return data
+
+    async def register(self, receivers: list[Receiver], max_batch: int, mid: str = "777") -> None:
+        """One account; one verified callback per receiver, each subscribed to every type."""
+        async with aiohttp.ClientSession() as session:
+            account = await self.call(session, "POST", "/v1/accounts", ADMIN_KEY,
+                                      {"name": "bench", "mid": mid})
+            key = account["apiKey"]
+            for receiver in receivers:
+                cb = await self.call(session, "POST", "/v1/callbacks", key,
+                                     {"name": f"r{receiver.port}", "url": receiver.url,
+                                      "maxBatchSize": max_batch})
+                for _ in range(100):
+                    found = [h for h in await receiver.handshakes(session) if h["callbackId"] == cb["id"]]
+                    if found:
+                        break
+                    await asyncio.sleep(0.05)
+                await self.call(session, "POST", f"/v1/callbacks/{cb['id']}/verify", key,
+                                {"verificationKey": found[0]["verificationKey"]})
+                await self.call(session, "POST", "/v1/subscriptions", key, {
+                    "name": f"all-{receiver.port}", "callbackId": cb["id"],
+                    "eventCategoryTypes": ["TransactionalSendEvents.*"],
+                })
+
+
+
+
+async def produce(bootstrap: str, topic: str, count: int, keys: int, rate: float = 0.0) -> None:
+    """Send ``count`` events; with ``rate`` > 0, paced, each stamped with its send time."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
+                                max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        base = sample_event("EmailSent", mid="777", subscriber_key="x")
+        started = time.monotonic()
+        pending = []
+        for i in range(count):
+            base["timestampUTC"] = int(time.time() * 1000)
+            base["info"]["subscriberKey"] = key = f"sub-{i % keys:06d}"
+            base["info"]["messageKey"] = f"m{i}"
+            pending.append(await producer.send(topic, orjson.dumps(base), key=key.encode()))
+            if rate:
+                delay = started + (i + 1) / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
