@@ -81,7 +81,8 @@ class Relay:
         await self.dispatcher.start()
 
         ctx = ApiContext(s, self.store, self.client, self.router,
-                         readiness={"kafka": self._kafka_ready}, clock=self._clock)
+                         readiness={"kafka": self._kafka_ready}, clock=self._clock,
+                         requeue=self.dispatcher.requeue)
         self._runner = web.AppRunner(build_api(ctx), access_log=None)
         await self._runner.setup()
         host, port = s.api_host_port

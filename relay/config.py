@@ -161,6 +161,7 @@ SETTINGS: tuple[Setting, ...] = (
             _duration_list, "Delays between attempts; the last repeats until retry_max_age."),
     Setting("retry_max_age", 72 * 3600.0, _seconds, "A job older than this is dead-lettered."),
     Setting("retry_after_max", 3600.0, _seconds, "Upper bound for a receiver's Retry-After."),
+    Setting("secret_rotation_overlap", 86400.0, _seconds, "How long a rotated-out secret keeps signing."),
     Setting("circuit_failure_threshold", 5, _positive_int, "Consecutive failures that open a callback's circuit."),
     Setting("circuit_cooldown", 5.0, _seconds, "First wait before an open circuit lets one probe through."),
     Setting("circuit_cooldown_max", 300.0, _seconds, "Longest wait between probes (the wait doubles)."),
@@ -195,6 +196,7 @@ class Settings:
     retry_schedule: tuple[float, ...]
     retry_max_age: float
     retry_after_max: float
+    secret_rotation_overlap: float
     circuit_failure_threshold: int
     circuit_cooldown: float
     circuit_cooldown_max: float

@@ -142,7 +142,8 @@ class Ingest:
                     continue
                 events.append((event, account_id, tp.topic, tp.partition, record.offset))
                 for route in index.route(event, account_id):
-                    jobs.append(NewJob(event.id, route.callback.id, route.ordering_key, tp.partition))
+                    jobs.append(NewJob(event.id, route.callback.id, route.ordering_key, tp.partition,
+                                       route.held_by))
 
         new_jobs = await self._store.persist_batch(events, jobs, quarantined)
         if quarantined:

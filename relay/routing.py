@@ -70,6 +70,7 @@ def parse_filter(text: str) -> Filter:
 class Route:
     callback: Callback
     ordering_key: str | None
+    held_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,8 @@ class SubscriptionIndex:
         category: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
         for sub in subscriptions:
             callback = usable.get(sub.callback_id)
-            if sub.status != "active" or callback is None:
+            held = sub.status == "paused" and sub.on_pause == "hold"
+            if callback is None or (sub.status != "active" and not held):
                 continue
             entry = _Entry(sub, callback, tuple(parse_filter(f) for f in sub.filters))
             for event_type in sub.event_types:
@@ -116,10 +118,14 @@ class SubscriptionIndex:
             candidates = candidates + wildcard
         routes: dict[str, Route] = {}
         for entry in candidates:
-            if entry.callback.id in routes:
+            known = routes.get(entry.callback.id)
+            if known is not None and known.held_by is None:
                 continue
             if all(f.matches(event.data) for f in entry.filters):
-                routes[entry.callback.id] = Route(entry.callback, _ordering_key(event, entry))
+                sub = entry.subscription
+                held_by = sub.id if sub.status == "paused" else None
+                if known is None or held_by is None:
+                    routes[entry.callback.id] = Route(entry.callback, _ordering_key(event, entry), held_by)
         return list(routes.values())
 
 

@@ -8,6 +8,7 @@ Unverified callbacks receive no events.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,13 +19,13 @@ from aiohttp import web
 
 from relay.api import body
 from relay.api.auth import require_account
-from relay.api.context import ApiContext, context
+from relay.api.context import ApiContext, context, registry_changed
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.crypto import hash_api_key
 from relay.delivery.http import UnsafeUrl, resolve_all
 from relay.ids import new_id
 from relay.signing import delivery_headers, new_secret, secret_key
-from relay.store.models import Callback, SigningSecret
+from relay.store.models import Callback, DeliveryOptions, SigningSecret
 
 log = structlog.get_logger("relay.api.callbacks")
 routes = web.RouteTableDef()
@@ -32,6 +33,11 @@ routes = web.RouteTableDef()
 VERIFICATION_TTL = 4 * 3600.0
 HANDSHAKE_TIMEOUT = 30.0
 _background: set[asyncio.Task[None]] = set()
+
+
+OPTION_FIELDS = {"timeout", "retrySchedule", "retryMaxAge", "maxInFlight"}
+CREATE_FIELDS = {"name", "url", "maxBatchSize", "ensSignature", *OPTION_FIELDS}
+UPDATE_FIELDS = CREATE_FIELDS | {"enabled"}
 
 
 def callback_json(callback: Callback) -> dict[str, Any]:
@@ -45,7 +51,42 @@ def callback_json(callback: Callback) -> dict[str, Any]:
         "enabled": callback.enabled,
         "disabledReason": callback.disabled_reason,
         "createdAt": callback.created_at,
+        "secretCount": len(callback.secrets),
+        **callback.options.to_json(),
     }
+
+
+def delivery_options(data: dict[str, Any], current: DeliveryOptions) -> DeliveryOptions:
+    """Per-callback delivery overrides; ``null`` resets one to the global setting."""
+    timeout, schedule, max_age, in_flight = (current.timeout, current.retry_schedule,
+                                             current.retry_max_age, current.max_in_flight)
+    if "timeout" in data:
+        timeout = _number(data, "timeout", 0.1, 60.0)
+    if "retrySchedule" in data:
+        raw = data["retrySchedule"]
+        if raw is not None:
+            if (not isinstance(raw, list) or not 1 <= len(raw) <= 50 or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 7 * 86400
+                    for v in raw)):
+                raise bad_request("retrySchedule must be 1..50 delays in seconds (0..604800)",
+                                  field="retrySchedule")
+            raw = tuple(float(v) for v in raw)
+        schedule = raw
+    if "retryMaxAge" in data:
+        max_age = _number(data, "retryMaxAge", 1.0, 30 * 86400.0)
+    if "maxInFlight" in data:
+        value = data["maxInFlight"]
+        in_flight = None if value is None else body.integer(data, "maxInFlight", low=1, high=256)
+    return DeliveryOptions(timeout, schedule, max_age, in_flight)
+
+
+def _number(data: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    value = data[name]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise bad_request(f"{name} must be a number of seconds between {low:g} and {high:g}", field=name)
+    return float(value)
 
 
 async def check_callback_url(ctx: ApiContext, url: str) -> None:
@@ -76,17 +117,19 @@ async def check_callback_url(ctx: ApiContext, url: str) -> None:
 async def create_callback(request: web.Request) -> web.Response:
     account = require_account(request)
     ctx = context(request)
-    data = await body.read_object(request, {"name", "url", "maxBatchSize", "ensSignature"})
+    data = await body.read_object(request, CREATE_FIELDS)
     name = body.string(data, "name")
     url = body.string(data, "url", max_len=2000)
     max_batch = body.integer(data, "maxBatchSize", default=1000, low=1, high=1000)
     ens = body.boolean(data, "ensSignature", default=False)
+    options = delivery_options(data, DeliveryOptions())
     await check_callback_url(ctx, url)
     now = ctx.clock()
     secret = new_secret()
     callback = Callback(
         id=new_id("cb"), account_id=account.id, name=name, url=url, max_batch_size=max_batch,
         secrets=(SigningSecret(secret, now),), verified=False, ens_signature=ens, created_at=now,
+        options=options,
     )
     await ctx.store.create_callback(callback)
     await start_handshake(ctx, callback)
@@ -144,9 +187,12 @@ async def verify_callback(request: web.Request) -> web.Response:
     if result == "mismatch":
         raise ApiError(400, "verification_failed", "verificationKey is wrong or already used",
                        "verificationKey")
+    if result == "already":
+        raise ApiError(409, "already_verified", "callback is already verified")
     if result == "expired":
         raise ApiError(400, "verification_expired",
                        "verificationKey expired; request a new one", "verificationKey")
+    await registry_changed(ctx)
     callback = await ctx.store.get_callback(callback_id, account.id)
     return json_response(callback_json(callback))
 
@@ -161,3 +207,66 @@ async def resend_verification(request: web.Request) -> web.Response:
         raise ApiError(409, "already_verified", "callback is already verified")
     await start_handshake(ctx, callback)
     return json_response({"id": callback.id, "sent": True}, status=202)
+
+
+@routes.patch("/v1/callbacks/{id}")
+async def update_callback(request: web.Request) -> web.Response:
+    """Change settings; a new URL must be verified again; ``enabled: true`` re-enables."""
+    account = require_account(request)
+    ctx = context(request)
+    callback = await ctx.store.get_callback(request.match_info["id"], account.id)
+    data = await body.read_object(request, UPDATE_FIELDS)
+    changes: dict[str, Any] = {"options": delivery_options(data, callback.options)}
+    if "name" in data:
+        changes["name"] = body.string(data, "name")
+    if "maxBatchSize" in data:
+        changes["max_batch_size"] = body.integer(data, "maxBatchSize", low=1, high=1000)
+    if "ensSignature" in data:
+        changes["ens_signature"] = body.boolean(data, "ensSignature", default=False)
+    if "enabled" in data:
+        enabled = body.boolean(data, "enabled", default=True)
+        changes.update(enabled=enabled, disabled_reason=None if enabled else "disabled by its owner")
+    url_changed = "url" in data and data["url"] != callback.url
+    if url_changed:
+        url = body.string(data, "url", max_len=2000)
+        await check_callback_url(ctx, url)
+        changes.update(url=url, verified=False)
+    updated = dataclasses.replace(callback, **changes)
+    await ctx.store.update_callback(updated)
+    if changes.get("enabled"):
+        await ctx.store.set_failing_since(callback.id, None)
+    if url_changed:
+        await start_handshake(ctx, updated)
+    await registry_changed(ctx)
+    return json_response(callback_json(updated))
+
+
+@routes.delete("/v1/callbacks/{id}")
+async def delete_callback(request: web.Request) -> web.Response:
+    account = require_account(request)
+    ctx = context(request)
+    await ctx.store.delete_callback(request.match_info["id"], account.id)
+    await registry_changed(ctx)
+    return web.Response(status=204)
+
+
+@routes.post("/v1/callbacks/{id}/rotate-secret")
+async def rotate_secret(request: web.Request) -> web.Response:
+    """A new secret signs from now on; the previous one stays valid for the overlap, and
+    deliveries carry both signatures until it ends."""
+    account = require_account(request)
+    ctx = context(request)
+    callback = await ctx.store.get_callback(request.match_info["id"], account.id)
+    data = await body.read_object(request, {"overlapSeconds"})
+    default_overlap = ctx.settings.secret_rotation_overlap
+    overlap = body.integer(data, "overlapSeconds", default=int(default_overlap), low=0, high=30 * 86400)
+    now = ctx.clock()
+    secret = new_secret()
+    kept = [
+        dataclasses.replace(s, expires_at=min(s.expires_at or now + overlap, now + overlap))
+        for s in callback.active_secrets(now)
+    ]
+    rotated = dataclasses.replace(callback, secrets=(SigningSecret(secret, now), *kept))
+    await ctx.store.update_callback(rotated)
+    await registry_changed(ctx)
+    return json_response({"id": callback.id, "secret": secret, "previousSecretsExpireAt": now + overlap})

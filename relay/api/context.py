@@ -22,6 +22,7 @@ class ApiContext:
     router: Router | None = None
     readiness: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    requeue: Callable[[str], None] | None = None
 
 
 CONTEXT = web.AppKey("relay_context", ApiContext)
@@ -29,3 +30,9 @@ CONTEXT = web.AppKey("relay_context", ApiContext)
 
 def context(request: web.Request) -> ApiContext:
     return request.app[CONTEXT]
+
+
+async def registry_changed(ctx: ApiContext) -> None:
+    """Reload this instance's routing now; other instances follow within their refresh interval."""
+    if ctx.router is not None:
+        await ctx.router.refresh()

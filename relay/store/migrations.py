@@ -13,11 +13,15 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     CREATE TABLE api_keys (
-        key_hash TEXT PRIMARY KEY,
+        id TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL UNIQUE,
         account_id TEXT NOT NULL REFERENCES accounts(id),
+        prefix TEXT NOT NULL,
+        name TEXT NOT NULL,
         created_at REAL NOT NULL,
         revoked_at REAL
     );
+    CREATE INDEX api_keys_account ON api_keys(account_id);
     CREATE TABLE callbacks (
         id TEXT PRIMARY KEY,
         account_id TEXT NOT NULL REFERENCES accounts(id),
@@ -46,9 +50,11 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         status TEXT NOT NULL,
         status_reason TEXT,
         ordering TEXT NOT NULL,
+        on_pause TEXT NOT NULL DEFAULT 'drop',
         created_at REAL NOT NULL,
         UNIQUE (account_id, name)
     );
+    CREATE INDEX subscriptions_callback ON subscriptions(callback_id);
     CREATE TABLE events (
         id TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
@@ -75,10 +81,12 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at REAL NOT NULL,
         batch_id TEXT,
+        held_by TEXT,
         created_at REAL NOT NULL,
         finished_at REAL,
         UNIQUE (event_id, callback_id)
     );
+    CREATE INDEX jobs_held ON jobs(held_by) WHERE state = 'held';
     CREATE INDEX jobs_pending ON jobs(callback_id, id) WHERE state = 'pending';
     CREATE INDEX jobs_batch ON jobs(batch_id);
     CREATE TABLE attempts (

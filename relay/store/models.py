@@ -17,6 +17,19 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An account's API key. Only its hash is stored; ``prefix`` lets people tell keys apart."""
+
+    id: str
+    account_id: str
+    key_hash: str
+    prefix: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SigningSecret:
     """One HMAC secret of a callback. ``expires_at`` is set on the old secret during a rotation."""
 
@@ -81,6 +94,7 @@ class Subscription:
     status_reason: str | None = None
     ordering: OrderingKey = "subscriberKey"
     created_at: float = 0.0
+    on_pause: Literal["drop", "hold"] = "drop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +105,7 @@ class NewJob:
     callback_id: str
     ordering_key: str | None
     partition: int
+    held_by: str | None = None
 
 
 @dataclass(slots=True)

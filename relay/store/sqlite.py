@@ -27,6 +27,7 @@ from relay.store.base import Conflict, NotFound
 from relay.store.migrations import SQLITE_MIGRATIONS
 from relay.store.models import (
     Account,
+    ApiKey,
     Callback,
     DeliveryOptions,
     DeliveryResult,
@@ -138,7 +139,7 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
 
     # -- registry -------------------------------------------------------------------------
-    async def create_account(self, account: Account, api_key_hash: str) -> None:
+    async def create_account(self, account: Account, key: ApiKey) -> None:
         def run(c: sqlite3.Connection) -> None:
             try:
                 c.execute(
@@ -147,11 +148,30 @@ class SqliteStore:
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"an account with mid {account.mid} already exists") from None
-            c.execute(
-                "INSERT INTO api_keys (key_hash, account_id, created_at) VALUES (?, ?, ?)",
-                (api_key_hash, account.id, account.created_at),
-            )
+            _insert_key(c, key)
             _bump_version(c)
+
+        await self._write(run)
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        await self._write(lambda c: _insert_key(c, key))
+
+    async def list_api_keys(self, account_id: str) -> list[ApiKey]:
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE account_id = ? ORDER BY created_at",
+            (account_id,),
+        ).fetchall())
+        return [ApiKey(*row) for row in rows]
+
+    async def revoke_api_key(self, account_id: str, key_id: str, now: float) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            cursor = c.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) "
+                "WHERE id = ? AND account_id = ?",
+                (now, key_id, account_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"api key {key_id} not found")
 
         await self._write(run)
 
@@ -248,6 +268,45 @@ class SqliteStore:
         rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
         return [self._callback(row) for row in rows]
 
+    async def update_callback(self, callback: Callback) -> None:
+        """Write every mutable field of a callback (the API reads, changes, writes back)."""
+        sealed = self._seal_secrets(callback.id, callback.secrets)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE callbacks SET name = ?, url = ?, max_batch_size = ?, secrets = ?, "
+                "verified = ?, enabled = ?, disabled_reason = ?, ens_signature = ?, "
+                "delivery_options = ? WHERE id = ? AND account_id = ?",
+                (
+                    callback.name, callback.url, callback.max_batch_size, sealed,
+                    int(callback.verified), int(callback.enabled), callback.disabled_reason,
+                    int(callback.ens_signature), orjson.dumps(callback.options.to_json()),
+                    callback.id, callback.account_id,
+                ),
+            )
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def delete_callback(self, callback_id: str, account_id: str) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            owned = c.execute(
+                "SELECT 1 FROM callbacks WHERE id = ? AND account_id = ?", (callback_id, account_id)
+            ).fetchone()
+            if owned is None:
+                raise NotFound(f"callback {callback_id} not found")
+            used = c.execute(
+                "SELECT COUNT(*) FROM subscriptions WHERE callback_id = ?", (callback_id,)
+            ).fetchone()[0]
+            if used:
+                raise Conflict(f"callback {callback_id} is used by {used} subscription(s)")
+            c.execute("DELETE FROM callbacks WHERE id = ?", (callback_id,))
+            c.execute("DELETE FROM jobs WHERE callback_id = ? AND state IN ('pending', 'held')",
+                      (callback_id,))
+            _bump_version(c)
+
+        await self._write(run)
+
     async def set_failing_since(self, callback_id: str, since: float | None) -> None:
         """Not a registry change: routing does not need to reload for it."""
         await self._write(lambda c: c.execute(
@@ -313,20 +372,16 @@ class SqliteStore:
         s = subscription
 
         def run(c: sqlite3.Connection) -> None:
-            owner = c.execute(
-                "SELECT account_id FROM callbacks WHERE id = ?", (s.callback_id,)
-            ).fetchone()
-            if owner is None or owner[0] != s.account_id:
-                raise NotFound(f"callback {s.callback_id} not found")
+            _check_callback_room(c, s)
             try:
                 c.execute(
                     "INSERT INTO subscriptions (id, account_id, name, callback_id, event_types, "
-                    "filters, status, status_reason, ordering, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "filters, status, status_reason, ordering, on_pause, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         s.id, s.account_id, s.name, s.callback_id, orjson.dumps(s.event_types),
                         orjson.dumps(s.filters), s.status, s.status_reason, s.ordering,
-                        s.created_at,
+                        s.on_pause, s.created_at,
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -335,24 +390,87 @@ class SqliteStore:
 
         await self._write(run)
 
-    async def list_subscriptions(self, account_id: str | None = None) -> list[Subscription]:
-        sql = (
-            "SELECT id, account_id, name, callback_id, event_types, filters, status, "
-            "status_reason, ordering, created_at FROM subscriptions"
+    async def update_subscription(self, subscription: Subscription) -> None:
+        s = subscription
+
+        def run(c: sqlite3.Connection) -> None:
+            _check_callback_room(c, s)
+            try:
+                cursor = c.execute(
+                    "UPDATE subscriptions SET name = ?, callback_id = ?, event_types = ?, "
+                    "filters = ?, status = ?, status_reason = ?, ordering = ?, on_pause = ? "
+                    "WHERE id = ? AND account_id = ?",
+                    (
+                        s.name, s.callback_id, orjson.dumps(s.event_types),
+                        orjson.dumps(s.filters), s.status, s.status_reason, s.ordering,
+                        s.on_pause, s.id, s.account_id,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a subscription named {s.name!r} already exists") from None
+            if cursor.rowcount == 0:
+                raise NotFound(f"subscription {s.id} not found")
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def delete_subscription(self, subscription_id: str, account_id: str) -> None:
+        def run(c: sqlite3.Connection) -> None:
+            cursor = c.execute(
+                "DELETE FROM subscriptions WHERE id = ? AND account_id = ?",
+                (subscription_id, account_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"subscription {subscription_id} not found")
+            c.execute("UPDATE jobs SET state = 'dropped' WHERE state = 'held' AND held_by = ?",
+                      (subscription_id,))
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def release_held(self, subscription_id: str) -> list[str]:
+        """Held jobs of a resumed subscription become pending; returns their callbacks."""
+
+        def run(c: sqlite3.Connection) -> list[str]:
+            rows = c.execute(
+                "UPDATE jobs SET state = 'pending', held_by = NULL "
+                "WHERE state = 'held' AND held_by = ? RETURNING callback_id",
+                (subscription_id,),
+            ).fetchall()
+            return sorted({row[0] for row in rows})
+
+        return await self._write(run)
+
+    _SUBSCRIPTION_COLUMNS = (
+        "id, account_id, name, callback_id, event_types, filters, status, status_reason, "
+        "ordering, created_at, on_pause"
+    )
+
+    @staticmethod
+    def _subscription(r: Any) -> Subscription:
+        return Subscription(
+            id=r[0], account_id=r[1], name=r[2], callback_id=r[3],
+            event_types=tuple(orjson.loads(r[4])), filters=tuple(orjson.loads(r[5])),
+            status=r[6], status_reason=r[7], ordering=r[8], created_at=r[9], on_pause=r[10],
         )
+
+    async def get_subscription(self, subscription_id: str, account_id: str) -> Subscription:
+        row = await self._read(lambda c: c.execute(
+            f"SELECT {self._SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ? AND account_id = ?",
+            (subscription_id, account_id),
+        ).fetchone())
+        if row is None:
+            raise NotFound(f"subscription {subscription_id} not found")
+        return self._subscription(row)
+
+    async def list_subscriptions(self, account_id: str | None = None) -> list[Subscription]:
+        sql = f"SELECT {self._SUBSCRIPTION_COLUMNS} FROM subscriptions"
         params: tuple[Any, ...] = ()
         if account_id is not None:
             sql += " WHERE account_id = ?"
             params = (account_id,)
         rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
-        return [
-            Subscription(
-                id=r[0], account_id=r[1], name=r[2], callback_id=r[3],
-                event_types=tuple(orjson.loads(r[4])), filters=tuple(orjson.loads(r[5])),
-                status=r[6], status_reason=r[7], ordering=r[8], created_at=r[9],
-            )
-            for r in rows
-        ]
+        return [self._subscription(r) for r in rows]
 
     async def registry_version(self) -> int:
         row = await self._read(
@@ -522,6 +640,31 @@ class SqliteStore:
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
+_KEY_COLUMNS = "id, account_id, key_hash, prefix, name, created_at, revoked_at"
+MAX_SUBSCRIPTIONS_PER_CALLBACK = 200
+
+
+def _insert_key(c: sqlite3.Connection, key: ApiKey) -> None:
+    c.execute(
+        f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key.id, key.account_id, key.key_hash, key.prefix, key.name, key.created_at,
+         key.revoked_at),
+    )
+
+
+def _check_callback_room(c: sqlite3.Connection, s: Subscription) -> None:
+    """The callback must belong to the account and carry fewer than 200 other subscriptions."""
+    owner = c.execute("SELECT account_id FROM callbacks WHERE id = ?", (s.callback_id,)).fetchone()
+    if owner is None or owner[0] != s.account_id:
+        raise NotFound(f"callback {s.callback_id} not found")
+    others = c.execute(
+        "SELECT COUNT(*) FROM subscriptions WHERE callback_id = ? AND id != ?",
+        (s.callback_id, s.id),
+    ).fetchone()[0]
+    if others >= MAX_SUBSCRIPTIONS_PER_CALLBACK:
+        raise Conflict(f"callback {s.callback_id} already has {MAX_SUBSCRIPTIONS_PER_CALLBACK} subscriptions")
+
+
 def _bump_version(c: sqlite3.Connection) -> None:
     c.execute("UPDATE meta SET value = value + 1 WHERE key = 'registry_version'")
 
@@ -529,22 +672,24 @@ def _bump_version(c: sqlite3.Connection) -> None:
 def _insert_jobs(c: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
     """Multi-row INSERT … RETURNING, so only jobs that did not exist come back, with their ids."""
     inserted: list[Job] = []
-    per_row = 6
+    per_row = 8
     chunk = _MAX_PARAMS // per_row
     for start in range(0, len(jobs), chunk):
         part = jobs[start : start + chunk]
-        placeholders = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
+        placeholders = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
         params: list[Any] = []
         for job in part:
-            params += (job.event_id, job.callback_id, job.ordering_key, job.partition, now, now)
+            state = "pending" if job.held_by is None else "held"
+            params += (job.event_id, job.callback_id, job.ordering_key, job.partition, now, now,
+                       state, job.held_by)
         rows = c.execute(
             "INSERT INTO jobs (event_id, callback_id, ordering_key, partition, next_attempt_at, "
-            f"created_at) VALUES {placeholders} "
+            f"created_at, state, held_by) VALUES {placeholders} "
             "ON CONFLICT (event_id, callback_id) DO NOTHING "
-            "RETURNING id, event_id, callback_id, ordering_key, created_at",
+            "RETURNING id, event_id, callback_id, ordering_key, created_at, state",
             params,
         ).fetchall()
-        inserted += [Job(r[0], r[1], r[2], r[3], b"", r[4], 0, r[4]) for r in rows]
+        inserted += [Job(r[0], r[1], r[2], r[3], b"", r[4], 0, r[4]) for r in rows if r[5] == "pending"]
     inserted.sort(key=lambda j: j.id)
     return inserted
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,15 +109,16 @@ async def create_tenant(admin: ApiClient, mid: str | None = None, name: str = "A
 
 
 class RelayHarness:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock
         self.relay: Relay | None = None
         self.base = f"http://{settings.api_listen}"
         self.admin = ApiClient(self.base, ADMIN_KEY)
         self._clients: list[ApiClient] = [self.admin]
 
     async def start(self) -> RelayHarness:
-        self.relay = Relay(self.settings)
+        self.relay = Relay(self.settings, clock=self.clock)
         await self.relay.start()
         return self
 
