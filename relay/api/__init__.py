@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relay.api import accounts, callbacks, health, subscriptions
+from relay.api import accounts, callbacks, docs, health, subscriptions
 from relay.api.auth import auth_middleware
 from relay.api.context import CONTEXT, ApiContext
+from relay.api.docs import query_middleware
 from relay.api.errors import error_middleware
 
 MAX_BODY_BYTES = 256 * 1024
@@ -14,10 +15,11 @@ MAX_BODY_BYTES = 256 * 1024
 
 def build_api(ctx: ApiContext) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[error_middleware, auth_middleware, query_middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[CONTEXT] = ctx
-    for module in (health, accounts, callbacks, subscriptions):
+    for module in (health, docs, accounts, callbacks, subscriptions):
         app.router.add_routes(module.routes)
     return app
 

@@ -18,6 +18,7 @@ from relay.ids import new_id
 from relay.store.models import Account, ApiKey
 
 routes = web.RouteTableDef()
+MAX_MID = 2**63 - 1
 
 
 def account_json(account: Account) -> dict[str, Any]:
@@ -43,7 +44,9 @@ async def create_account(request: web.Request) -> web.Response:
     data = await body.read_object(request, {"name", "mid"})
     name = body.string(data, "name")
     mid = data.get("mid")
-    if isinstance(mid, int) and not isinstance(mid, bool) and mid >= 0:
+    if isinstance(mid, float) and mid.is_integer():
+        mid = int(mid)
+    if isinstance(mid, int) and not isinstance(mid, bool) and 0 <= mid <= MAX_MID:
         mid = str(mid)
     if "mid" not in data:
         raise bad_request("mid is required", field="mid", code="required")

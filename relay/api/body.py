@@ -49,6 +49,8 @@ def integer(data: dict[str, Any], name: str, *, default: Any = MISSING, low: int
         raise bad_request(f"{name} is required", field=name, code="required")
     if name not in data:
         return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema counts 5.0 as an integer, so we do too
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f"{name} must be an integer", field=name)
     if not low <= value <= high:

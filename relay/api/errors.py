@@ -26,9 +26,11 @@ def bad_request(message: str, field: str | None = None, code: str = "invalid") -
     return ApiError(400, code, message, field)
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
     body = {"error": {"code": code, "message": message, "field": field}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                        headers=headers)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -51,7 +53,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, exc.reason, headers=allow)
     except Exception:
         log.exception("api_error", path=request.path, method=request.method)
         return error_response(500, "internal", "internal error; see the relay log")
