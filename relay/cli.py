@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from relay import registry_cli
 from relay.config import ConfigError, Settings, load_settings, settings_table_markdown
 from relay.logs import configure_logging
 
@@ -162,6 +163,8 @@ def demo(rate: float, receiver_port: int) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(settings, demo_dir, rate, receiver_port))
 
+
+registry_cli.register(main)
 
 if __name__ == "__main__":
     main()

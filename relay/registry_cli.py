@@ -1,0 +1,267 @@
+"""``relay accounts|callbacks|subs …``: the registry API from the command line.
+
+Readable tables by default, ``--json`` for scripts. The API address comes from ``--api`` or
+``RELAY_API_URL``; the key from ``--key`` or ``RELAY_API_KEY`` (``RELAY_ADMIN_KEY`` for accounts).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+
+@dataclass
+class Api:
+    url: str
+    key: str
+    as_json: bool
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url.rstrip("/") + path, data=data, method=method,
+            headers={"authorization": f"Bearer {self.key}", "content-type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            try:
+                error = json.loads(detail)["error"]
+                field = f" (field: {error['field']})" if error.get("field") else ""
+                message = f"{exc.code} {error['code']}: {error['message']}{field}"
+            except (ValueError, KeyError, TypeError):
+                message = f"{exc.code}: {detail[:200]}"
+            raise click.ClickException(message) from None
+        except urllib.error.URLError as exc:
+            raise click.ClickException(f"cannot reach the API at {self.url}: {exc.reason}") from None
+        return json.loads(raw) if raw else None
+
+    def show(self, data: Any, columns: Sequence[str]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(data, indent=2))
+            return
+        rows = data["data"] if isinstance(data, dict) and "data" in data else [data]
+        click.echo(table(rows, columns))
+
+
+def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    return str(value)
+
+
+def _api_options(admin: bool = False) -> Any:
+    def decorate(fn: Any) -> Any:
+        fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+        fn = click.option("--key", envvar="RELAY_ADMIN_KEY" if admin else "RELAY_API_KEY",
+                          required=True, help="Admin key." if admin else "Account API key.")(fn)
+        fn = click.option("--api", envvar="RELAY_API_URL", default="http://127.0.0.1:8080",
+                          show_default=True, help="Relay API address.")(fn)
+        return fn
+
+    return decorate
+
+
+CALLBACK_COLUMNS = ("id", "name", "url", "verified", "enabled", "maxBatchSize", "disabledReason")
+SUB_COLUMNS = ("id", "name", "callbackId", "eventCategoryTypes", "filters", "status", "ordering")
+
+
+# -- accounts ----------------------------------------------------------------------------
+@click.group()
+def accounts() -> None:
+    """Accounts and their API keys (admin key)."""
+
+
+@accounts.command("create")
+@click.argument("name")
+@click.option("--mid", required=True, help="The account's MID; events route by it.")
+@_api_options(admin=True)
+def accounts_create(name: str, mid: str, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("POST", "/v1/accounts", {"name": name, "mid": mid}),
+                ("id", "name", "mid", "apiKey"))
+
+
+@accounts.command("list")
+@_api_options(admin=True)
+def accounts_list(api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("GET", "/v1/accounts"), ("id", "name", "mid"))
+
+
+@accounts.command("add-key")
+@click.argument("account_id")
+@click.option("--name", default="unnamed")
+@_api_options(admin=True)
+def accounts_add_key(account_id: str, name: str, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("POST", f"/v1/accounts/{account_id}/keys", {"name": name}),
+                ("id", "name", "apiKey"))
+
+
+@accounts.command("revoke-key")
+@click.argument("account_id")
+@click.argument("key_id")
+@_api_options(admin=True)
+def accounts_revoke_key(account_id: str, key_id: str, api: str, key: str, as_json: bool) -> None:
+    Api(api, key, as_json).call("DELETE", f"/v1/accounts/{account_id}/keys/{key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+# -- callbacks ---------------------------------------------------------------------------
+@click.group()
+def callbacks() -> None:
+    """Receiving endpoints (account key)."""
+
+
+@callbacks.command("create")
+@click.argument("name")
+@click.argument("url")
+@click.option("--max-batch-size", type=click.IntRange(1, 1000), default=1000, show_default=True)
+@click.option("--ens-signature", is_flag=True, help="Also send x-sfmc-ens-signature.")
+@_api_options()
+def callbacks_create(name: str, url: str, max_batch_size: int, ens_signature: bool, api: str,
+                     key: str, as_json: bool) -> None:
+    """Register URL; Relay sends it a verification key (see `relay callbacks verify`)."""
+    client = Api(api, key, as_json)
+    client.show(client.call("POST", "/v1/callbacks", {
+        "name": name, "url": url, "maxBatchSize": max_batch_size, "ensSignature": ens_signature,
+    }), ("id", "name", "url", "verified", "secret"))
+    if not as_json:
+        click.echo("The secret is shown once: store it now.", err=True)
+
+
+@callbacks.command("list")
+@_api_options()
+def callbacks_list(api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("GET", "/v1/callbacks"), CALLBACK_COLUMNS)
+
+
+@callbacks.command("show")
+@click.argument("callback_id")
+@_api_options()
+def callbacks_show(callback_id: str, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("GET", f"/v1/callbacks/{callback_id}"), CALLBACK_COLUMNS)
+
+
+@callbacks.command("verify")
+@click.argument("callback_id")
+@click.argument("verification_key")
+@_api_options()
+def callbacks_verify(callback_id: str, verification_key: str, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("POST", f"/v1/callbacks/{callback_id}/verify",
+                            {"verificationKey": verification_key}), CALLBACK_COLUMNS)
+
+
+@callbacks.command("rotate")
+@click.argument("callback_id")
+@click.option("--overlap", type=click.IntRange(0), default=None,
+              help="Seconds the old secret keeps signing (default: the relay's setting).")
+@_api_options()
+def callbacks_rotate(callback_id: str, overlap: int | None, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    body = {} if overlap is None else {"overlapSeconds": overlap}
+    client.show(client.call("POST", f"/v1/callbacks/{callback_id}/rotate-secret", body),
+                ("id", "secret", "previousSecretsExpireAt"))
+
+
+@callbacks.command("delete")
+@click.argument("callback_id")
+@_api_options()
+def callbacks_delete(callback_id: str, api: str, key: str, as_json: bool) -> None:
+    Api(api, key, as_json).call("DELETE", f"/v1/callbacks/{callback_id}")
+    click.echo(f"deleted {callback_id}")
+
+
+# -- subscriptions -----------------------------------------------------------------------
+@click.group()
+def subs() -> None:
+    """Subscriptions of callbacks to event types (account key)."""
+
+
+@subs.command("create")
+@click.argument("name")
+@click.option("--callback", "callback_id", required=True)
+@click.option("--type", "types", multiple=True, required=True,
+              help="Event type or Category.*; repeat for several.")
+@click.option("--filter", "filters", multiple=True, help="field=value, field!=value, field=a|b.")
+@click.option("--ordering", type=click.Choice(["subscriberKey", "messageKey", "none"]),
+              default="subscriberKey", show_default=True)
+@click.option("--hold-when-paused", is_flag=True, help="Keep events while paused instead of dropping.")
+@_api_options()
+def subs_create(name: str, callback_id: str, types: tuple[str, ...], filters: tuple[str, ...],
+                ordering: str, hold_when_paused: bool, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("POST", "/v1/subscriptions", {
+        "name": name, "callbackId": callback_id, "eventCategoryTypes": list(types),
+        "filters": list(filters), "ordering": ordering,
+        "onPause": "hold" if hold_when_paused else "drop",
+    }), SUB_COLUMNS)
+
+
+@subs.command("list")
+@_api_options()
+def subs_list(api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("GET", "/v1/subscriptions"), SUB_COLUMNS)
+
+
+@subs.command("show")
+@click.argument("subscription_id")
+@_api_options()
+def subs_show(subscription_id: str, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("GET", f"/v1/subscriptions/{subscription_id}"), (*SUB_COLUMNS, "statusReason"))
+
+
+@subs.command("pause")
+@click.argument("subscription_id")
+@click.option("--reason", default=None)
+@_api_options()
+def subs_pause(subscription_id: str, reason: str | None, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("POST", f"/v1/subscriptions/{subscription_id}/pause",
+                            {"statusReason": reason}), (*SUB_COLUMNS, "statusReason"))
+
+
+@subs.command("resume")
+@click.argument("subscription_id")
+@_api_options()
+def subs_resume(subscription_id: str, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    client.show(client.call("POST", f"/v1/subscriptions/{subscription_id}/resume", {}), SUB_COLUMNS)
+
+
+@subs.command("delete")
+@click.argument("subscription_id")
+@_api_options()
+def subs_delete(subscription_id: str, api: str, key: str, as_json: bool) -> None:
+    Api(api, key, as_json).call("DELETE", f"/v1/subscriptions/{subscription_id}")
+    click.echo(f"deleted {subscription_id}")
+
+
+def register(group: click.Group) -> None:
+    for command in (accounts, callbacks, subs):
+        group.add_command(command)
+
