@@ -107,26 +107,45 @@ def receiver(host: str, port: int, secret: str | None, secret_file: str | None,
 
 
 @main.command()
-@click.option("--secret", "secrets", multiple=True, required=True,
-              help="whsec_ secret; repeat during a rotation.")
-@click.option("--headers", "headers_file", type=click.File("r"), required=True,
-              help="File of 'Name: value' lines (or - for stdin).")
+@click.option("--secret", "keys", multiple=True, required=True,
+              help="whsec_ secret or whpk_ public key (whsk_ signing key with --sign); repeat for rotation.")
+@click.option("--headers", "headers_file", type=click.File("r"), default=None,
+              help="File of 'Name: value' lines, as captured (- for stdin).")
 @click.option("--body", "body_file", type=click.File("rb"), required=True, help="Raw body file.")
-@click.option("--tolerance", default=300, show_default=True, type=int,
-              help="Allowed clock skew in seconds.")
-def verify(secrets: tuple[str, ...], headers_file: click.File, body_file: click.File,
-           tolerance: int) -> None:
-    """Verify a captured delivery and say exactly why it fails."""
-    from relay.verify import VerificationError
+@click.option("--tolerance", default=300, show_default=True, type=int, help="Allowed clock skew, seconds.")
+@click.option("--sign", is_flag=True, help="Print signed headers for the body instead of verifying.")
+@click.option("--id", "msg_id", default=None, help="webhook-id for --sign (default: random).")
+@click.option("--timestamp", default=None, type=int, help="webhook-timestamp for --sign (default: now).")
+def verify(keys: tuple[str, ...], headers_file: click.File | None, body_file: click.File, tolerance: int,
+           sign: bool, msg_id: str | None, timestamp: int | None) -> None:
+    """Verify a captured delivery and say exactly why it fails (or --sign a test body)."""
+    import secrets as random
+    import time
+
+    from relay.signing import SigningKeys, delivery_headers
+    from relay.verify import VerificationError, verify_ens
     from relay.verify import verify as check
 
+    body = body_file.read()  # type: ignore[attr-defined]
+    if sign:
+        headers = delivery_headers(SigningKeys.from_secrets(keys), msg_id or "msg_" + random.token_hex(12),
+                                   timestamp if timestamp is not None else int(time.time()), body, ens=True)
+        for name, value in headers.items():
+            click.echo(f"{name}: {value}")
+        return
+    if headers_file is None:
+        raise click.UsageError("give --headers (or --sign)")
     headers = {}
     for line in headers_file.read().splitlines():  # type: ignore[attr-defined]
         name, sep, value = line.partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()
     try:
-        msg_id = check(list(secrets), headers, body_file.read(), tolerance=tolerance)  # type: ignore[attr-defined]
+        msg_id = check(list(keys), headers, body, tolerance=tolerance)
+        if "x-sfmc-ens-signature" in headers:
+            secret = next((k for k in keys if k.startswith("whsec_")), None)
+            if secret is not None:
+                verify_ens(secret, headers["x-sfmc-ens-signature"], body)
     except (VerificationError, ValueError) as exc:
         click.echo(f"INVALID: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)

@@ -1,11 +1,21 @@
-"""Verifying Relay's deliveries — for receivers. Standard library only.
+"""Verifying Relay's deliveries — for receivers. Standard library only (plus ``cryptography`` for
+Ed25519 ``whpk_`` keys, imported only when one is given).
 
     from relay.verify import verify
-    verify(secret="whsec_...", headers=request.headers, body=raw_body)
+    webhook_id = verify("whsec_...", request.headers, raw_body)
 
-Raises a subclass of ``VerificationError`` naming exactly what is wrong; returns the
-``webhook-id`` (use it, or each event's ``eventId``, to drop duplicates).
-This file has no dependency on the rest of Relay: copy it into a receiver if you like.
+``verify`` raises a subclass of ``VerificationError`` that names exactly what is wrong, and
+returns the ``webhook-id`` (drop a delivery whose id you have already processed).
+This file depends on nothing else in Relay: copy it into a receiver if you like.
+
+Rules (pinned by ``schemas/signature-vectors.json``):
+- signed content is ``{webhook-id}.{webhook-timestamp}.{raw body}``, byte for byte;
+- ``webhook-timestamp`` is unix seconds, digits only; outside ±tolerance (default 300 s) fails;
+- ``webhook-signature`` is space-separated ``<version>,<base64>`` entries; extra spaces are
+  ignored; unknown versions are skipped; an entry without a comma is malformed; an entry whose
+  base64 is broken simply does not match; one matching entry is enough;
+- ``v1`` entries are checked against ``whsec_`` secrets (HMAC-SHA256), ``v1a`` entries against
+  ``whpk_`` public keys (Ed25519).
 """
 
 from __future__ import annotations
@@ -51,14 +61,36 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     raise MissingHeader(f"missing header {name}")
 
 
-def _key(secret: str | bytes) -> bytes:
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _hmac_key(secret: str | bytes) -> bytes:
     if isinstance(secret, bytes):
         return secret
-    encoded = secret.removeprefix("whsec_")
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("secret is not whsec_ followed by base64") from None
+    key = _b64(secret.removeprefix("whsec_"))
+    if key is None:
+        raise ValueError("secret is not whsec_ followed by base64")
+    return key
+
+
+def _ed25519_check(public_keys: list[str], signed: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    for text in public_keys:
+        raw = _b64(text.removeprefix("whpk_"))
+        if raw is None or len(raw) != 32:
+            raise ValueError("public key is not whpk_ followed by base64 of 32 bytes")
+        try:
+            Ed25519PublicKey.from_public_bytes(raw).verify(signature, signed)
+            return True
+        except InvalidSignature:
+            continue
+    return False
 
 
 def verify(
@@ -68,12 +100,15 @@ def verify(
     tolerance: int = DEFAULT_TOLERANCE,
     now: float | None = None,
 ) -> str:
-    """Check ``webhook-signature`` against one secret or several (rotation). Returns webhook-id."""
-    secrets = [secret] if isinstance(secret, str | bytes) else list(secret)
+    """Check ``webhook-signature`` against one key or several (rotation). Returns webhook-id."""
+    keys = [secret] if isinstance(secret, str | bytes) else list(secret)
+    public_keys = [k for k in keys if isinstance(k, str) and k.startswith("whpk_")]
+    hmac_keys = [_hmac_key(k) for k in keys if not (isinstance(k, str) and k.startswith("whpk_"))]
+
     msg_id = _header(headers, "webhook-id")
     raw_ts = _header(headers, "webhook-timestamp").strip()
     signatures = _header(headers, "webhook-signature")
-    if not raw_ts.isdigit():
+    if not raw_ts.isascii() or not raw_ts.isdigit():
         raise MalformedHeader(f"webhook-timestamp {raw_ts!r} is not unix seconds")
     timestamp = int(raw_ts)
     current = time.time() if now is None else now
@@ -83,23 +118,29 @@ def verify(
         raise TimestampInFuture(f"webhook-timestamp {timestamp} is more than {tolerance}s ahead")
 
     signed = msg_id.encode() + b"." + raw_ts.encode() + b"." + body
-    expected = [
-        hmac.new(_key(s), signed, hashlib.sha256).digest() for s in secrets
-    ]
-    seen_v1 = False
-    for entry in signatures.split():
+    expected = [hmac.new(k, signed, hashlib.sha256).digest() for k in hmac_keys]
+    entries = signatures.split()
+    if not entries:
+        raise MalformedHeader("webhook-signature is empty")
+    for entry in entries:
         version, sep, value = entry.partition(",")
         if not sep:
             raise MalformedHeader(f"signature entry {entry!r} is not <version>,<base64>")
-        if version != "v1":
+        candidate = _b64(value)
+        if candidate is None:
             continue
-        seen_v1 = True
-        try:
-            candidate = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        if any(hmac.compare_digest(candidate, digest) for digest in expected):
+        if version == "v1" and any(hmac.compare_digest(candidate, d) for d in expected):
             return msg_id
-    if not seen_v1:
-        raise NoMatchingSignature("webhook-signature has no v1 entry")
-    raise NoMatchingSignature("no v1 signature matches the given secret(s)")
+        if version == "v1a" and public_keys and _ed25519_check(public_keys, signed, candidate):
+            return msg_id
+    raise NoMatchingSignature("no signature in webhook-signature matches the given key(s)")
+
+
+def verify_ens(secret: str | bytes, header_value: str, body: bytes) -> None:
+    """Check ``x-sfmc-ens-signature`` = base64(HMAC-SHA256(decoded whsec_ secret, raw body))."""
+    candidate = _b64(header_value.strip())
+    if candidate is None:
+        raise MalformedHeader("x-sfmc-ens-signature is not base64")
+    digest = hmac.new(_hmac_key(secret), body, hashlib.sha256).digest()
+    if not hmac.compare_digest(candidate, digest):
+        raise NoMatchingSignature("x-sfmc-ens-signature does not match")

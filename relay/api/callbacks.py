@@ -24,7 +24,14 @@ from relay.api.errors import ApiError, bad_request, json_response
 from relay.crypto import hash_api_key
 from relay.delivery.http import UnsafeUrl, resolve_all
 from relay.ids import new_id
-from relay.signing import delivery_headers, new_secret, secret_key
+from relay.signing import (
+    SIGNING_KEY_PREFIX,
+    SigningKeys,
+    delivery_headers,
+    new_secret,
+    new_signing_key,
+    public_key,
+)
 from relay.store.models import Callback, DeliveryOptions, SigningSecret
 
 log = structlog.get_logger("relay.api.callbacks")
@@ -36,7 +43,7 @@ _background: set[asyncio.Task[None]] = set()
 
 
 OPTION_FIELDS = {"timeout", "retrySchedule", "retryMaxAge", "maxInFlight"}
-CREATE_FIELDS = {"name", "url", "maxBatchSize", "ensSignature", *OPTION_FIELDS}
+CREATE_FIELDS = {"name", "url", "maxBatchSize", "ensSignature", "ed25519", *OPTION_FIELDS}
 UPDATE_FIELDS = CREATE_FIELDS | {"enabled"}
 
 
@@ -51,7 +58,9 @@ def callback_json(callback: Callback) -> dict[str, Any]:
         "enabled": callback.enabled,
         "disabledReason": callback.disabled_reason,
         "createdAt": callback.created_at,
-        "secretCount": len(callback.secrets),
+        "secretCount": sum(1 for s in callback.secrets if not s.secret.startswith(SIGNING_KEY_PREFIX)),
+        "publicKeys": [public_key(s.secret) for s in callback.secrets
+                       if s.secret.startswith(SIGNING_KEY_PREFIX)],
         **callback.options.to_json(),
     }
 
@@ -122,14 +131,17 @@ async def create_callback(request: web.Request) -> web.Response:
     url = body.string(data, "url", max_len=2000)
     max_batch = body.integer(data, "maxBatchSize", default=1000, low=1, high=1000)
     ens = body.boolean(data, "ensSignature", default=False)
+    ed25519 = body.boolean(data, "ed25519", default=False)
     options = delivery_options(data, DeliveryOptions())
     await check_callback_url(ctx, url)
     now = ctx.clock()
     secret = new_secret()
+    keys = [SigningSecret(secret, now)]
+    if ed25519:
+        keys.append(SigningSecret(new_signing_key(), now))
     callback = Callback(
         id=new_id("cb"), account_id=account.id, name=name, url=url, max_batch_size=max_batch,
-        secrets=(SigningSecret(secret, now),), verified=False, ens_signature=ens, created_at=now,
-        options=options,
+        secrets=tuple(keys), verified=False, ens_signature=ens, created_at=now, options=options,
     )
     await ctx.store.create_callback(callback)
     await start_handshake(ctx, callback)
@@ -149,7 +161,7 @@ async def _send_handshake(ctx: ApiContext, callback: Callback, key: str) -> None
     payload = orjson.dumps({"callbackId": callback.id, "verificationKey": key})
     now = ctx.clock()
     headers = delivery_headers(
-        [secret_key(s.secret) for s in callback.active_secrets(now)],
+        SigningKeys.from_secrets(s.secret for s in callback.active_secrets(now)),
         f"verify_{callback.id}", int(now), payload, ens=callback.ens_signature,
     )
     outcome = await ctx.client.post(callback.url, payload, headers, HANDSHAKE_TIMEOUT)
@@ -223,6 +235,9 @@ async def update_callback(request: web.Request) -> web.Response:
         changes["max_batch_size"] = body.integer(data, "maxBatchSize", low=1, high=1000)
     if "ensSignature" in data:
         changes["ens_signature"] = body.boolean(data, "ensSignature", default=False)
+    if "ed25519" in data:
+        changes["secrets"] = _with_ed25519(callback, body.boolean(data, "ed25519", default=False),
+                                           ctx.clock())
     if "enabled" in data:
         enabled = body.boolean(data, "enabled", default=True)
         changes.update(enabled=enabled, disabled_reason=None if enabled else "disabled by its owner")
@@ -239,6 +254,15 @@ async def update_callback(request: web.Request) -> web.Response:
         await start_handshake(ctx, updated)
     await registry_changed(ctx)
     return json_response(callback_json(updated))
+
+
+def _with_ed25519(callback: Callback, wanted: bool, now: float) -> tuple[SigningSecret, ...]:
+    has = any(s.secret.startswith(SIGNING_KEY_PREFIX) for s in callback.secrets)
+    if wanted and not has:
+        return (*callback.secrets, SigningSecret(new_signing_key(), now))
+    if not wanted:
+        return tuple(s for s in callback.secrets if not s.secret.startswith(SIGNING_KEY_PREFIX))
+    return callback.secrets
 
 
 @routes.delete("/v1/callbacks/{id}")
@@ -262,11 +286,18 @@ async def rotate_secret(request: web.Request) -> web.Response:
     overlap = body.integer(data, "overlapSeconds", default=int(default_overlap), low=0, high=30 * 86400)
     now = ctx.clock()
     secret = new_secret()
+    active = callback.active_secrets(now)
+    fresh = [SigningSecret(secret, now)]
+    if any(s.secret.startswith(SIGNING_KEY_PREFIX) for s in active):
+        fresh.append(SigningSecret(new_signing_key(), now))
     kept = [
         dataclasses.replace(s, expires_at=min(s.expires_at or now + overlap, now + overlap))
-        for s in callback.active_secrets(now)
+        for s in active
     ]
-    rotated = dataclasses.replace(callback, secrets=(SigningSecret(secret, now), *kept))
+    rotated = dataclasses.replace(callback, secrets=(*fresh, *kept))
     await ctx.store.update_callback(rotated)
     await registry_changed(ctx)
-    return json_response({"id": callback.id, "secret": secret, "previousSecretsExpireAt": now + overlap})
+    return json_response({
+        "id": callback.id, "secret": secret, "previousSecretsExpireAt": now + overlap,
+        "publicKeys": callback_json(rotated)["publicKeys"],
+    })

@@ -23,7 +23,7 @@ import structlog
 from relay.delivery.circuit import CircuitBreaker, CircuitConfig
 from relay.delivery.http import DeliveryClient, HttpOutcome
 from relay.delivery.retry import RetryPolicy
-from relay.signing import delivery_headers, secret_key
+from relay.signing import SigningKeys, delivery_headers
 from relay.store.base import Store
 from relay.store.models import AttemptRecord, Callback, DeliveryResult, Job
 
@@ -246,7 +246,7 @@ class Lane:
             msg_id = batch[0].batch_id or webhook_id(callback.id, [job.event_id for job in batch])
             body = b"[" + b",".join(job.body for job in batch) + b"]"
             now = self._clock()
-            keys = [secret_key(s.secret) for s in callback.active_secrets(now)]
+            keys = SigningKeys.from_secrets(s.secret for s in callback.active_secrets(now))
             headers = delivery_headers(keys, msg_id, int(now), body, ens=callback.ens_signature)
             timeout = callback.options.timeout or self._config.timeout
             outcome = await self._client.post(callback.url, body, headers, timeout)

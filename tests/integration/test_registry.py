@@ -356,3 +356,21 @@ async def test_secrets_are_encrypted_at_rest(relay: RelayHarness, receiver: Reco
     assert tenant.api.key.encode() not in raw
     key_file = data_dir / "master.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+async def test_ed25519_callbacks_are_verifiable_with_the_public_key_alone(
+        relay: RelayHarness, receiver: RecordingReceiver) -> None:
+    tenant = await relay.tenant()
+    cb = await tenant.add_callback(receiver, ed25519=True, ensSignature=True, maxBatchSize=1)
+    [public] = cb["publicKeys"]
+    assert public.startswith("whpk_")
+    await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+    await send(relay, tenant, key="signed")
+    await receiver.wait_events(1)
+    request = receiver.delivered()[0]
+    versions = sorted(entry.split(",")[0] for entry in request.headers["webhook-signature"].split())
+    assert versions == ["v1", "v1a"]
+    verify(public, request.headers, request.body)
+    from relay.verify import verify_ens
+
+    verify_ens(cb["secret"], request.headers["x-sfmc-ens-signature"], request.body)
