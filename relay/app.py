@@ -82,11 +82,14 @@ class Relay:
 
         ctx = ApiContext(s, self.store, self.client, self.router,
                          readiness={"kafka": self._kafka_ready}, clock=self._clock,
-                         requeue=self.dispatcher.requeue)
+                         requeue=self.dispatcher.requeue, circuit_state=self._circuit_state)
         self._runner = web.AppRunner(build_api(ctx), access_log=None)
         await self._runner.setup()
         host, port = s.api_host_port
         await web.TCPSite(self._runner, host, port).start()
+
+        self._deadletters = await self.store.count_deadletters()
+        self._retention = asyncio.create_task(self._retention_loop(), name="retention")
 
         self.ingest = Ingest(s, self.store, self.router, self.dispatcher, self.publisher,
                              clock=self._clock)
@@ -98,6 +101,7 @@ class Relay:
         """Stop consuming, let in-flight POSTs finish (bounded), persist results, close."""
         log.info("relay_stopping")
         await self.ingest.stop()
+        self._retention.cancel()
         await self.dispatcher.stop(grace=5.0)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5.0)
@@ -142,6 +146,12 @@ class Relay:
         elif result.outcome == "dead":
             METRICS.dead_letters.labels(callback.id).inc(len(result.jobs))
             self._spawn(self._publish_dead_letters(result))
+            before, self._deadletters = self._deadletters, self._deadletters + len(result.jobs)
+            threshold = self.settings.deadletter_alert_threshold
+            if before < threshold <= self._deadletters:
+                log.warning("deadletter_threshold_crossed", deadletters=self._deadletters)
+                self._spawn(self._ops_event("deadletters.threshold_crossed", callback,
+                                            {"deadLetters": self._deadletters, "threshold": threshold}))
 
     def _on_lane_event(self, kind: str, callback: Callback, data: dict[str, Any]) -> None:
         if kind == "failing_since":
@@ -157,6 +167,29 @@ class Relay:
         elif kind == "disable" and callback.id not in self._disabling:
             self._disabling.add(callback.id)
             self._spawn(self._disable(callback, data["reason"]))
+
+    def _circuit_state(self, callback_id: str) -> str | None:
+        lane = self.dispatcher.lanes.get(callback_id)
+        return None if lane is None else lane.circuit.state
+
+    async def _retention_loop(self) -> None:
+        """Purge old rows in small transactions, pausing between them, so delivery never waits."""
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.retention_interval)
+            now = self._clock()
+            try:
+                while True:
+                    purged = await self.store.purge_older_than(
+                        now - s.retention_events, now - s.retention_attempts, now - s.retention_deadletters)
+                    if purged["deadletters"]:
+                        self._deadletters = await self.store.count_deadletters()
+                    if not any(purged.values()):
+                        break
+                    log.info("retention_purged", **purged)
+                    await asyncio.sleep(0.05)
+            except Exception:
+                log.exception("retention_failed")
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]

@@ -166,6 +166,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("circuit_cooldown", 5.0, _seconds, "First wait before an open circuit lets one probe through."),
     Setting("circuit_cooldown_max", 300.0, _seconds, "Longest wait between probes (the wait doubles)."),
     Setting("disable_after", 5 * 86400.0, _seconds, "A callback failing without a success this long is disabled."),
+    Setting("deadletter_alert_threshold", 1000, _positive_int, "Dead letters that trigger an event on relay.ops."),
+    Setting("retention_events", 7 * 86400.0, _seconds, "Delivered events and their jobs older than this are purged."),
+    Setting("retention_attempts", 7 * 86400.0, _seconds, "Attempt log entries older than this are purged."),
+    Setting("retention_deadletters", 30 * 86400.0, _seconds, "Dead letters older than this are purged."),
+    Setting("retention_interval", 60.0, _seconds, "How often the background purge runs."),
     Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
     Setting("log_format", "json", _choice("json", "console"), "Log format."),
 )
@@ -201,6 +206,11 @@ class Settings:
     circuit_cooldown: float
     circuit_cooldown_max: float
     disable_after: float
+    deadletter_alert_threshold: int
+    retention_events: float
+    retention_attempts: float
+    retention_deadletters: float
+    retention_interval: float
     log_level: str
     log_format: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

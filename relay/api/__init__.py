@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relay.api import accounts, callbacks, docs, health, subscriptions
+from relay.api import (
+    accounts,
+    callbacks,
+    deadletters,
+    deliveries,
+    docs,
+    health,
+    messages,
+    stats,
+    subscriptions,
+)
 from relay.api.auth import auth_middleware
 from relay.api.context import CONTEXT, ApiContext
 from relay.api.docs import query_middleware
@@ -19,7 +29,8 @@ def build_api(ctx: ApiContext) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[CONTEXT] = ctx
-    for module in (health, docs, accounts, callbacks, subscriptions):
+    for module in (health, docs, accounts, callbacks, deliveries, subscriptions, deadletters, messages,
+                   stats):
         app.router.add_routes(module.routes)
     return app
 

@@ -23,6 +23,7 @@ class ApiContext:
     readiness: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     requeue: Callable[[str], None] | None = None
+    circuit_state: Callable[[str], str | None] | None = None
 
 
 CONTEXT = web.AppKey("relay_context", ApiContext)

@@ -24,15 +24,20 @@ async def openapi(request: web.Request) -> web.Response:
 def documented_query_parameters() -> dict[tuple[str, str], frozenset[str]]:
     """(METHOD, path template) → the query parameters the document allows."""
     spec = yaml.safe_load(OPENAPI_PATH.read_text())
+    shared_params = spec["components"]["parameters"]
+
+    def resolve(param: dict[str, Any]) -> dict[str, Any]:
+        ref = param.get("$ref")
+        return shared_params[ref.rsplit("/", 1)[1]] if ref else param
+
     allowed: dict[tuple[str, str], frozenset[str]] = {}
     for path, item in spec["paths"].items():
         shared = item.get("parameters", [])
         for method, operation in item.items():
             if method == "parameters":
                 continue
-            params = [*shared, *operation.get("parameters", [])]
-            allowed[(method.upper(), path)] = frozenset(
-                p["name"] for p in params if "$ref" not in p and p.get("in") == "query")
+            params = [resolve(p) for p in (*shared, *operation.get("parameters", []))]
+            allowed[(method.upper(), path)] = frozenset(p["name"] for p in params if p.get("in") == "query")
     return allowed
 
 

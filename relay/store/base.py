@@ -7,7 +7,7 @@ batch), and the dispatcher (pending jobs in, grouped delivery results out).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from relay.events import Event
 from relay.store.models import (
@@ -99,3 +99,30 @@ class Store(Protocol):
     async def set_callback_enabled(
         self, callback_id: str, enabled: bool, reason: str | None
     ) -> None: ...
+
+    # -- operations (dead letters, attempts, message status, stats, retention) ------------
+    async def list_deadletters_page(self, account_id: str, filters: dict[str, Any], after: int,
+                                    limit: int) -> list[dict[str, Any]]: ...
+
+    async def get_deadletter(self, account_id: str, deadletter_id: int) -> dict[str, Any]: ...
+
+    async def replay_deadletters(self, account_id: str, ids: Sequence[int], now: float) -> list[str]:
+        """Dead jobs back to pending with the same batch (same webhook-id); returns callbacks."""
+
+    async def purge_deadletters(self, account_id: str, filters: dict[str, Any]) -> int: ...
+
+    async def count_deadletters(self) -> int: ...
+
+    async def list_attempts(self, callback_id: str, outcome: str | None, after: int,
+                            limit: int) -> list[dict[str, Any]]: ...
+
+    async def callback_health(self, callback_id: str, since: float) -> dict[str, Any]: ...
+
+    async def message_timeline(self, account_id: str, field: str, value: str,
+                               limit: int) -> list[dict[str, Any]]: ...
+
+    async def event_counts(self, account_id: str, since_ms: int,
+                           bucket_ms: int) -> list[tuple[str, int, int]]: ...
+
+    async def purge_older_than(self, events_before: float, attempts_before: float,
+                               deadletters_before: float, batch: int = 5000) -> dict[str, int]: ...

@@ -71,6 +71,8 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_message_key ON events(account_id, message_key);
     CREATE INDEX events_subscriber_key ON events(account_id, subscriber_key);
+    CREATE INDEX events_account_time ON events(account_id, timestamp_ms);
+    CREATE INDEX events_received ON events(received_at);
     CREATE TABLE jobs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id TEXT NOT NULL,
@@ -103,6 +105,7 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX attempts_batch ON attempts(batch_id);
     CREATE INDEX attempts_callback ON attempts(callback_id, id);
+    CREATE INDEX attempts_at ON attempts(at);
     CREATE TABLE deadletters (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         job_id INTEGER NOT NULL UNIQUE REFERENCES jobs(id),

@@ -37,13 +37,14 @@ from relay.store.models import (
     SigningSecret,
     Subscription,
 )
+from relay.store.sqlite_ops import SqliteOperations
 
 T = TypeVar("T")
 log = structlog.get_logger("relay.store")
 _MAX_PARAMS = 30000
 
 
-class SqliteStore:
+class SqliteStore(SqliteOperations):
     def __init__(self, path: str | Path, box: SecretBox) -> None:
         self._path = str(path)
         self._box = box

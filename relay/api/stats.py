@@ -1,0 +1,70 @@
+"""/v1/stats and /v1/activity/stream — live counts per event type, for analysts and dashboards."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from relay.api.auth import require_account
+from relay.api.context import ApiContext, context
+from relay.api.errors import bad_request, json_response
+
+routes = web.RouteTableDef()
+BUCKETS = {"minute": 60_000, "hour": 3_600_000}
+MAX_WINDOW_MINUTES = 7 * 24 * 60
+
+
+async def counts(ctx: ApiContext, account_id: str, window_minutes: int, bucket: str) -> dict[str, Any]:
+    bucket_ms = BUCKETS[bucket]
+    now_ms = int(ctx.clock() * 1000)
+    since = (now_ms - window_minutes * 60_000) // bucket_ms * bucket_ms
+    rows = await ctx.store.event_counts(account_id, since, bucket_ms)
+    series: dict[int, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    for kind, start, count in rows:
+        series.setdefault(start, {})[kind] = count
+        totals[kind] = totals.get(kind, 0) + count
+    return {
+        "bucket": bucket, "since": since, "until": now_ms, "totals": totals,
+        "series": [{"start": start, "counts": series[start]} for start in sorted(series)],
+    }
+
+
+def _window(request: web.Request) -> tuple[int, str]:
+    bucket = request.query.get("bucket", "minute")
+    if bucket not in BUCKETS:
+        raise bad_request("bucket must be minute or hour", field="bucket")
+    window = request.query.get("windowMinutes", "60")
+    if not window.isdigit() or not 1 <= int(window) <= MAX_WINDOW_MINUTES:
+        raise bad_request(f"windowMinutes must be 1..{MAX_WINDOW_MINUTES}", field="windowMinutes")
+    return int(window), bucket
+
+
+@routes.get("/v1/stats")
+async def stats(request: web.Request) -> web.Response:
+    """Counts per event type per minute (or hour) over a window (default the last 60 minutes)."""
+    account = require_account(request)
+    window, bucket = _window(request)
+    return json_response(await counts(context(request), account.id, window, bucket))
+
+
+@routes.get("/v1/activity/stream")
+async def activity_stream(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: the per-minute counts of the last hour, pushed every second."""
+    account = require_account(request)
+    ctx = context(request)
+    window, bucket = _window(request)
+    response = web.StreamResponse(headers={"content-type": "text/event-stream",
+                                           "cache-control": "no-cache"})
+    await response.prepare(request)
+    try:
+        while True:
+            payload = orjson.dumps(await counts(ctx, account.id, window, bucket))
+            await response.write(b"event: counts\ndata: " + payload + b"\n\n")
+            await asyncio.sleep(1.0)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response

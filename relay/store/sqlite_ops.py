@@ -1,0 +1,217 @@
+"""SQLite queries for the people who run Relay: dead letters, attempts, message status, stats,
+callback health and retention. Mixed into ``SqliteStore``; every query is scoped to an account."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+
+from relay.store.base import NotFound
+
+T = TypeVar("T")
+
+_DEADLETTER_FROM = (
+    " FROM deadletters d JOIN jobs j ON j.id = d.job_id JOIN events e ON e.id = j.event_id "
+    "JOIN callbacks c ON c.id = d.callback_id"
+)
+_DEADLETTER_SELECT = (
+    "SELECT d.id, d.job_id, d.batch_id, d.callback_id, d.reason, d.created_at, j.event_id, "
+    "j.attempts, e.type, e.subscriber_key, e.message_key" + _DEADLETTER_FROM
+)
+_DEADLETTER_KEYS = ("id", "jobId", "webhookId", "callbackId", "reason", "createdAt", "eventId",
+                    "attempts", "eventType", "subscriberKey", "messageKey")
+
+
+def _deadletter_filter(account_id: str, filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    clauses, params = ["c.account_id = ?"], [account_id]
+    for name, column, op in (("callbackId", "d.callback_id", "="), ("eventType", "e.type", "="),
+                             ("since", "d.created_at", ">="), ("until", "d.created_at", "<"),
+                             ("ids", "d.id", "IN")):
+        value = filters.get(name)
+        if value is None:
+            continue
+        if op == "IN":
+            clauses.append(f"{column} IN ({','.join('?' * len(value))})")
+            params += list(value)
+        else:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    if filters.get("reason"):
+        clauses.append("d.reason LIKE ?")
+        params.append(f"%{filters['reason']}%")
+    return " AND ".join(clauses), params
+
+
+class SqliteOperations:
+    """Expects ``_read`` and ``_write`` from ``SqliteStore``."""
+
+    _read: Callable[[Callable[[sqlite3.Connection], Any]], Any]
+    _write: Callable[[Callable[[sqlite3.Connection], Any]], Any]
+
+    # -- dead letters ---------------------------------------------------------------------
+    async def list_deadletters_page(self, account_id: str, filters: dict[str, Any], after: int,
+                                    limit: int) -> list[dict[str, Any]]:
+        where, params = _deadletter_filter(account_id, filters)
+        rows = await self._read(lambda c: c.execute(
+            f"{_DEADLETTER_SELECT} WHERE {where} AND d.id > ? ORDER BY d.id LIMIT ?",
+            (*params, after, limit),
+        ).fetchall())
+        return [dict(zip(_DEADLETTER_KEYS, row, strict=True)) for row in rows]
+
+    async def get_deadletter(self, account_id: str, deadletter_id: int) -> dict[str, Any]:
+        def run(c: sqlite3.Connection) -> dict[str, Any]:
+            row = c.execute(f"{_DEADLETTER_SELECT} WHERE c.account_id = ? AND d.id = ?",
+                            (account_id, deadletter_id)).fetchone()
+            if row is None:
+                raise NotFound(f"dead letter {deadletter_id} not found")
+            letter = dict(zip(_DEADLETTER_KEYS, row, strict=True))
+            body = c.execute("SELECT body FROM events WHERE id = ?", (letter["eventId"],)).fetchone()[0]
+            letter["event"] = orjson.loads(body)
+            letter["attempts"] = _attempts(c, "batch_id = ?", (letter["webhookId"],), 1000)
+            return letter
+
+        return await self._read(run)
+
+    async def replay_deadletters(self, account_id: str, ids: Sequence[int], now: float) -> list[str]:
+        """Put dead jobs back to pending (same batch, so the same webhook-id); returns callbacks."""
+
+        def run(c: sqlite3.Connection) -> list[str]:
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            rows = c.execute(
+                f"SELECT d.id, d.job_id, d.callback_id FROM deadletters d JOIN callbacks c "
+                f"ON c.id = d.callback_id WHERE c.account_id = ? AND d.id IN ({marks})",
+                (account_id, *ids),
+            ).fetchall()
+            c.executemany(
+                "UPDATE jobs SET state = 'pending', next_attempt_at = ?, created_at = ?, "
+                "finished_at = NULL WHERE id = ? AND state = 'dead'",
+                [(now, now, job_id) for _, job_id, _ in rows],
+            )
+            c.executemany("DELETE FROM deadletters WHERE id = ?", [(row[0],) for row in rows])
+            return sorted({row[2] for row in rows})
+
+        return await self._write(run)
+
+    async def purge_deadletters(self, account_id: str, filters: dict[str, Any]) -> int:
+        where, params = _deadletter_filter(account_id, filters)
+
+        def run(c: sqlite3.Connection) -> int:
+            ids = [row[0] for row in c.execute(f"SELECT d.id{_DEADLETTER_FROM} WHERE {where}", params)]
+            c.executemany("DELETE FROM deadletters WHERE id = ?", [(i,) for i in ids])
+            return len(ids)
+
+        return await self._write(run)
+
+    async def count_deadletters(self) -> int:
+        row = await self._read(lambda c: c.execute("SELECT COUNT(*) FROM deadletters").fetchone())
+        return int(row[0])
+
+    # -- attempts and health --------------------------------------------------------------
+    async def list_attempts(self, callback_id: str, outcome: str | None, after: int,
+                            limit: int) -> list[dict[str, Any]]:
+        where, params = "callback_id = ? AND id > ?", [callback_id, after]
+        if outcome:
+            where += " AND outcome = ?"
+            params.append(outcome)
+        return await self._read(lambda c: _attempts(c, where, tuple(params), limit))
+
+    async def callback_health(self, callback_id: str, since: float) -> dict[str, Any]:
+        def run(c: sqlite3.Connection) -> dict[str, Any]:
+            total, ok, avg_latency = c.execute(
+                "SELECT COUNT(*), SUM(outcome = 'delivered'), AVG(latency_ms) FROM attempts "
+                "WHERE callback_id = ? AND at >= ?", (callback_id, since)).fetchone()
+            last_error = c.execute(
+                "SELECT at, status, error, response_excerpt FROM attempts WHERE callback_id = ? "
+                "AND outcome != 'delivered' ORDER BY id DESC LIMIT 1", (callback_id,)).fetchone()
+            pending, oldest = c.execute(
+                "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE callback_id = ? AND state = 'pending'",
+                (callback_id,)).fetchone()
+            dead = c.execute("SELECT COUNT(*) FROM deadletters WHERE callback_id = ?",
+                             (callback_id,)).fetchone()[0]
+            return {
+                "attempts": total, "successRate": (ok or 0) / total if total else None,
+                "averageLatencyMs": avg_latency, "pending": pending, "oldestPendingCreatedAt": oldest,
+                "deadLetters": dead,
+                "lastError": None if last_error is None else dict(zip(
+                    ("at", "status", "error", "responseExcerpt"), last_error, strict=True)),
+            }
+
+        return await self._read(run)
+
+    # -- message status -------------------------------------------------------------------
+    async def message_timeline(self, account_id: str, field: str, value: str,
+                               limit: int) -> list[dict[str, Any]]:
+        column = {"messageKey": "message_key", "subscriberKey": "subscriber_key"}[field]
+
+        def run(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            events = c.execute(
+                f"SELECT id, type, timestamp_ms, body FROM events WHERE account_id = ? AND {column} = ? "
+                "ORDER BY timestamp_ms, id LIMIT ?", (account_id, value, limit)).fetchall()
+            timeline = []
+            for event_id, kind, ts, body in events:
+                data = orjson.loads(body)
+                deliveries = c.execute(
+                    "SELECT j.callback_id, j.state, j.attempts, j.finished_at, j.batch_id FROM jobs j "
+                    "WHERE j.event_id = ? ORDER BY j.id", (event_id,)).fetchall()
+                info = data.get("info") or {}
+                timeline.append({
+                    "eventId": event_id, "eventCategoryType": kind, "timestampUTC": ts,
+                    "status": info.get("status"), "bounceCode": info.get("bounceCode"),
+                    "reason": info.get("reason"), "to": info.get("to"),
+                    "subscriberKey": info.get("subscriberKey"), "messageKey": info.get("messageKey"),
+                    "deliveries": [
+                        {"callbackId": cb, "state": state, "attempts": attempts, "deliveredAt":
+                         finished if state == "delivered" else None, "webhookId": batch}
+                        for cb, state, attempts, finished, batch in deliveries
+                    ],
+                })
+            return timeline
+
+        return await self._read(run)
+
+    # -- stats ----------------------------------------------------------------------------
+    async def event_counts(self, account_id: str, since_ms: int, bucket_ms: int) -> list[tuple[str, int, int]]:
+        """(event type, bucket start in ms, count) for events newer than ``since_ms``."""
+        return await self._read(lambda c: c.execute(
+            "SELECT type, (timestamp_ms / ?) * ? AS bucket, COUNT(*) FROM events "
+            "WHERE account_id = ? AND timestamp_ms >= ? GROUP BY type, bucket ORDER BY bucket",
+            (bucket_ms, bucket_ms, account_id, since_ms),
+        ).fetchall())
+
+    # -- retention ------------------------------------------------------------------------
+    async def purge_older_than(self, events_before: float, attempts_before: float,
+                               deadletters_before: float, batch: int = 5000) -> dict[str, int]:
+        """Delete old rows in small transactions so delivery never waits long for the writer."""
+
+        def run(c: sqlite3.Connection) -> dict[str, int]:
+            attempts = c.execute(
+                "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE at < ? LIMIT ?)",
+                (attempts_before, batch)).rowcount
+            dead = c.execute(
+                "DELETE FROM deadletters WHERE id IN (SELECT id FROM deadletters WHERE created_at < ? LIMIT ?)",
+                (deadletters_before, batch)).rowcount
+            jobs = c.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j JOIN events e ON e.id = j.event_id "
+                "WHERE e.received_at < ? AND j.state IN ('delivered', 'dropped') LIMIT ?)",
+                (events_before, batch)).rowcount
+            events = c.execute(
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id) LIMIT ?)",
+                (events_before, batch)).rowcount
+            return {"attempts": attempts, "deadletters": dead, "jobs": jobs, "events": events}
+
+        return await self._write(run)
+
+
+def _attempts(c: sqlite3.Connection, where: str, params: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
+    rows = c.execute(
+        "SELECT id, batch_id, callback_id, job_count, at, status, latency_ms, error, response_excerpt, "
+        f"outcome FROM attempts WHERE {where} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+    keys = ("id", "webhookId", "callbackId", "events", "at", "status", "latencyMs", "error",
+            "responseExcerpt", "outcome")
+    return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -1,0 +1,240 @@
+"""On-call and operations: dead letters (list, show, replay, purge), attempt log, callback health,
+message status, live stats and the activity stream, retention, and the dead-letter alert."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from relay.samples import sample_event
+from tests.helpers.harness import RelayHarness, Tenant, settings_for
+from tests.helpers.kafka import KafkaBroker, produce, read_topic
+from tests.helpers.receiver import RecordingReceiver
+
+pytestmark = pytest.mark.kafka
+
+
+async def send(harness: RelayHarness, tenant: Tenant, events: list[dict[str, Any]]) -> None:
+    await produce(harness.settings.kafka_bootstrap, harness.topic, [orjson.dumps(e) for e in events],
+                  [e["info"]["subscriberKey"].encode() for e in events])
+
+
+async def eventually(check: Any, timeout: float = 15.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.2)
+
+
+async def dead_harness(kafka: KafkaBroker, tmp_path: Path, **overrides: Any) -> RelayHarness:
+    return await RelayHarness(settings_for(
+        kafka.bootstrap, tmp_path, retry_schedule="0,50ms", retry_max_age="500ms",
+        circuit_failure_threshold=1000, **overrides)).start()
+
+
+async def test_dead_letters_can_be_listed_inspected_replayed_and_purged(kafka: KafkaBroker, tmp_path: Path) -> None:
+    receiver = await RecordingReceiver(
+        responder=lambda r: web.Response(status=500, text="upstream exploded")).start()
+    harness = await dead_harness(kafka, tmp_path)
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(receiver, maxBatchSize=1)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        events = [sample_event("EmailBounced", mid=tenant.mid, subscriber_key=f"s{i}") for i in range(3)]
+        events.append(sample_event("SmsSent", mid=tenant.mid, subscriber_key="sms"))
+        await send(harness, tenant, events)
+
+        async def four_dead() -> Any:
+            _, page = await tenant.api.call("GET", "/v1/deadletters?limit=10")
+            return page if len(page["data"]) == 4 else None
+
+        page = await eventually(four_dead)
+        _, filtered = await tenant.api.call(
+            "GET", f"/v1/deadletters?eventType=TransactionalSendEvents.SmsSent&callbackId={cb['id']}", expect=200)
+        assert [d["subscriberKey"] for d in filtered["data"]] == ["sms"]
+        _, by_reason = await tenant.api.call("GET", "/v1/deadletters?reason=exhausted&limit=2", expect=200)
+        assert len(by_reason["data"]) == 2 and by_reason["nextCursor"] is not None
+        cursor = by_reason["nextCursor"]
+        _, rest = await tenant.api.call("GET", f"/v1/deadletters?reason=exhausted&limit=2&cursor={cursor}")
+        assert len(rest["data"]) == 2
+        assert {d["id"] for d in by_reason["data"]}.isdisjoint({d["id"] for d in rest["data"]})
+
+        letter_id = page["data"][0]["id"]
+        _, letter = await tenant.api.call("GET", f"/v1/deadletters/{letter_id}", expect=200)
+        assert letter["event"]["eventId"] == letter["eventId"]
+        assert len(letter["attempts"]) >= 2
+        assert all(a["status"] == 500 and a["responseExcerpt"] == "upstream exploded" for a in letter["attempts"])
+        first_webhook_id = letter["webhookId"]
+
+        receiver.responder = None  # the receiver is fixed
+        await tenant.api.call("POST", f"/v1/deadletters/{letter_id}/replay", expect=202)
+        await receiver.wait_events(1, timeout=15)
+        assert receiver.delivered()[0].headers["webhook-id"] == first_webhook_id
+
+        async def delivered_attempts() -> Any:
+            _, page = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}/attempts?outcome=delivered")
+            return page["data"]
+
+        assert [a["webhookId"] for a in await eventually(delivered_attempts)] == [first_webhook_id]
+
+        _, started = await tenant.api.call("POST", "/v1/deadletters/replay",
+                                           {"eventType": "TransactionalSendEvents.EmailBounced",
+                                            "ratePerSecond": 50}, expect=202)
+
+        async def finished() -> Any:
+            _, progress = await tenant.api.call("GET", f"/v1/deadletters/replay/{started['id']}")
+            return progress if progress["done"] else None
+
+        progress = await eventually(finished)
+        assert progress["replayed"] == 2 and progress["error"] is None
+        await receiver.wait_events(3, timeout=15)
+        _, purged = await tenant.api.call("POST", "/v1/deadletters/purge", {"reason": "exhausted"}, expect=200)
+        assert purged["purged"] == 1
+        _, left = await tenant.api.call("GET", "/v1/deadletters", expect=200)
+        assert left["data"] == []
+    finally:
+        await harness.close()
+        await receiver.stop()
+
+
+async def test_health_attempt_log_and_the_dead_letter_alert(kafka: KafkaBroker, tmp_path: Path) -> None:
+    receiver = await RecordingReceiver(responder=lambda r: 503).start()
+    harness = await dead_harness(kafka, tmp_path, deadletter_alert_threshold=2)
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(receiver, maxBatchSize=1)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        await send(harness, tenant, [sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"k{i}")
+                                     for i in range(3)])
+        alerts = [orjson.loads(v) for v in await read_topic(kafka.bootstrap, harness.settings.ops_topic, 1)]
+        assert alerts[0]["type"] == "deadletters.threshold_crossed" and alerts[0]["threshold"] == 2
+        _, health = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}/health", expect=200)
+        assert health["successRate"] == 0 and health["attempts"] >= 3
+        assert health["lastError"]["status"] == 503
+        assert health["circuit"] == "closed" and health["enabled"] is True
+        _, failed = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}/attempts?outcome=retry", expect=200)
+        assert failed["data"] and all(a["outcome"] == "retry" for a in failed["data"])
+        status, err = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}/attempts?outcome=maybe")
+        assert status == 400 and err["error"]["field"] == "outcome"
+    finally:
+        await harness.close()
+        await receiver.stop()
+
+
+async def test_message_status_timeline_stats_and_activity_stream(relay: RelayHarness,
+                                                                 receiver: RecordingReceiver) -> None:
+    tenant = await relay.tenant()
+    cb = await tenant.add_callback(receiver, maxBatchSize=10)
+    await tenant.subscribe(cb["id"], ["TransactionalSendEvents.EmailBounced"])
+    sent = sample_event("EmailSent", mid=tenant.mid, subscriber_key="ada", message_key="reset-123")
+    bounced = sample_event("EmailBounced", mid=tenant.mid, subscriber_key="ada", message_key="reset-123",
+                           timestamp_ms=sent["timestampUTC"] + 1000)
+    bounced["info"]["bounceCode"] = "HARD"
+    other = sample_event("EmailSent", mid=tenant.mid, subscriber_key="bob", message_key="other")
+    await send(relay, tenant, [sent, bounced, other])
+    await receiver.wait_events(1)
+
+    async def delivered_timeline() -> Any:
+        _, body = await tenant.api.call("GET", "/v1/messages?messageKey=reset-123", expect=200)
+        events = body["events"]
+        return body if len(events) == 2 and events[1]["deliveries"][0]["state"] == "delivered" else None
+
+    timeline = (await eventually(delivered_timeline))["events"]
+    assert [e["eventCategoryType"] for e in timeline] == [
+        "TransactionalSendEvents.EmailSent", "TransactionalSendEvents.EmailBounced"]
+    assert timeline[0]["deliveries"] == []  # nobody subscribed to EmailSent
+    assert timeline[1]["bounceCode"] == "HARD"
+    assert timeline[1]["deliveries"][0]["callbackId"] == cb["id"]
+    assert timeline[1]["deliveries"][0]["deliveredAt"] is not None
+    _, by_subscriber = await tenant.api.call("GET", "/v1/messages?subscriberKey=ada", expect=200)
+    assert len(by_subscriber["events"]) == 2
+    status, _ = await tenant.api.call("GET", "/v1/messages")
+    assert status == 400
+
+    _, stats = await tenant.api.call("GET", "/v1/stats?windowMinutes=1440", expect=200)
+    assert stats["totals"] == {"TransactionalSendEvents.EmailSent": 2, "TransactionalSendEvents.EmailBounced": 1}
+    _, hourly = await tenant.api.call("GET", "/v1/stats?bucket=hour&windowMinutes=1440", expect=200)
+    assert sum(sum(b["counts"].values()) for b in hourly["series"]) == 3
+
+    async with aiohttp.ClientSession() as session, session.get(
+            relay.base + "/v1/activity/stream?windowMinutes=1440",
+            headers={"authorization": f"Bearer {tenant.api.key}"}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        first = await response.content.readuntil(b"\n\n")
+    assert first.startswith(b"event: counts\ndata: ")
+    assert orjson.loads(first.split(b"data: ", 1)[1])["totals"]["TransactionalSendEvents.EmailBounced"] == 1
+
+
+async def test_operations_routes_isolate_tenants(kafka: KafkaBroker, tmp_path: Path) -> None:
+    receiver = await RecordingReceiver(responder=lambda r: 500).start()
+    harness = await dead_harness(kafka, tmp_path)
+    try:
+        alice = await harness.tenant()
+        bob = await harness.tenant()
+        cb = await alice.add_callback(receiver, maxBatchSize=1)
+        await alice.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        await send(harness, alice, [sample_event("EmailSent", mid=alice.mid, subscriber_key="a",
+                                                 message_key="secret-msg")])
+
+        async def dead() -> Any:
+            _, page = await alice.api.call("GET", "/v1/deadletters")
+            return page["data"]
+
+        [letter] = await eventually(dead)
+        for method, path in [("GET", f"/v1/deadletters/{letter['id']}"),
+                             ("POST", f"/v1/deadletters/{letter['id']}/replay"),
+                             ("DELETE", f"/v1/deadletters/{letter['id']}"),
+                             ("GET", f"/v1/callbacks/{cb['id']}/attempts"),
+                             ("GET", f"/v1/callbacks/{cb['id']}/health")]:
+            status, _ = await bob.api.call(method, path)
+            assert status == 404, (method, path)
+        _, page = await bob.api.call("GET", "/v1/deadletters", expect=200)
+        assert page["data"] == []
+        _, purged = await bob.api.call("POST", "/v1/deadletters/purge", {}, expect=200)
+        assert purged["purged"] == 0
+        _, messages = await bob.api.call("GET", "/v1/messages?messageKey=secret-msg", expect=200)
+        assert messages["events"] == []
+        _, stats = await bob.api.call("GET", "/v1/stats", expect=200)
+        assert stats["totals"] == {}
+        _, started = await bob.api.call("POST", "/v1/deadletters/replay", {}, expect=202)
+        status, _ = await alice.api.call("GET", f"/v1/deadletters/replay/{started['id']}")
+        assert status == 404
+        _, still = await alice.api.call("GET", "/v1/deadletters", expect=200)
+        assert len(still["data"]) == 1
+    finally:
+        await harness.close()
+        await receiver.stop()
+
+
+async def test_retention_purges_old_rows_in_the_background(kafka: KafkaBroker, tmp_path: Path) -> None:
+    receiver = await RecordingReceiver().start()
+    harness = await RelayHarness(settings_for(
+        kafka.bootstrap, tmp_path, retention_events="1s", retention_attempts="1s",
+        retention_deadletters="1s", retention_interval="300ms")).start()
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(receiver, maxBatchSize=5)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        await send(harness, tenant, [sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"r{i}",
+                                                  message_key="kept-briefly") for i in range(5)])
+        await receiver.wait_events(5)
+
+        async def purged() -> bool:
+            _, body = await tenant.api.call("GET", "/v1/messages?messageKey=kept-briefly")
+            _, attempts = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}/attempts")
+            return not body["events"] and not attempts["data"]
+
+        await eventually(purged, timeout=20)
+    finally:
+        await harness.close()
+        await receiver.stop()
