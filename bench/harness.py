@@ -65,7 +65,11 @@ class Receiver:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:  # a --hang receiver waits on its requests
+                self.proc.kill()
+                self.proc.wait(5)
 
     async def stats(self, session: aiohttp.ClientSession) -> dict[str, Any]:
         async with session.get(f"http://127.0.0.1:{self.port}/stats") as response:

@@ -83,7 +83,8 @@ class Relay:
         ctx = ApiContext(s, self.store, self.client, self.router,
                          readiness={"kafka": self._kafka_ready}, clock=self._clock,
                          requeue=self.dispatcher.requeue, circuit_state=self._circuit_state)
-        self._runner = web.AppRunner(build_api(ctx), access_log=None)
+        # Long-lived streams (the activity stream) must not hold a shutdown for long.
+        self._runner = web.AppRunner(build_api(ctx), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         host, port = s.api_host_port
         await web.TCPSite(self._runner, host, port).start()

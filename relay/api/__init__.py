@@ -14,6 +14,7 @@ from relay.api import (
     messages,
     stats,
     subscriptions,
+    ui,
 )
 from relay.api.auth import auth_middleware
 from relay.api.context import CONTEXT, ApiContext
@@ -30,7 +31,7 @@ def build_api(ctx: ApiContext) -> web.Application:
     )
     app[CONTEXT] = ctx
     for module in (health, docs, accounts, callbacks, deliveries, subscriptions, deadletters, messages,
-                   stats):
+                   stats, ui):
         app.router.add_routes(module.routes)
     return app
 

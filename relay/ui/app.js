@@ -1,0 +1,217 @@
+// Relay dashboard: plain JavaScript against the public API, no build step.
+// The API key stays in sessionStorage and goes out only as an Authorization header.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let apiKey = sessionStorage.getItem("relay.apiKey");
+let streamAbort = null;
+let refreshTimer = null;
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 204) return null;
+  const data = await response.json();
+  if (!response.ok) throw new Error(`${response.status} ${data.error ? data.error.message : ""}`);
+  return data;
+}
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text === null || text === undefined ? "–" : String(text);
+  if (className) td.className = className;
+  return td;
+}
+
+function when(seconds) {
+  return seconds ? new Date(seconds * 1000).toLocaleTimeString() : "–";
+}
+
+function kindOf(eventType) {
+  const name = eventType.split(".")[1] || "";
+  if (name.endsWith("Bounced")) return "bounced";
+  if (name.endsWith("Delivered")) return "delivered";
+  if (name.endsWith("Sent") && !name.endsWith("NotSent")) return "sent";
+  return "other";
+}
+
+// -- live counters and chart (Server-Sent Events read with fetch, so the key stays in a header) --
+function renderCounts(counts) {
+  const totals = { sent: 0, bounced: 0, delivered: 0, other: 0 };
+  for (const [type, n] of Object.entries(counts.totals)) totals[kindOf(type)] += n;
+  $("count-sent").textContent = totals.sent;
+  $("count-bounced").textContent = totals.bounced;
+  $("count-delivered").textContent = totals.delivered;
+  $("count-all").textContent = totals.sent + totals.bounced + totals.delivered + totals.other;
+
+  const svg = $("chart");
+  svg.replaceChildren();
+  const minutes = 60;
+  const lastBucket = Math.floor(counts.until / 60000) * 60000;
+  const perMinute = new Map(counts.series.map((b) => [b.start, b.counts]));
+  let peak = 1;
+  const bars = [];
+  for (let i = 0; i < minutes; i++) {
+    const bucket = lastBucket - (minutes - 1 - i) * 60000;
+    const byKind = { sent: 0, bounced: 0, delivered: 0 };
+    for (const [type, n] of Object.entries(perMinute.get(bucket) || {})) {
+      const kind = kindOf(type);
+      if (kind in byKind) byKind[kind] += n;
+    }
+    peak = Math.max(peak, byKind.sent + byKind.bounced + byKind.delivered);
+    bars.push(byKind);
+  }
+  const width = 600 / minutes;
+  bars.forEach((byKind, i) => {
+    let y = 135;
+    for (const kind of ["sent", "bounced", "delivered"]) {
+      const h = (byKind[kind] / peak) * 125;
+      if (!h) continue;
+      y -= h;
+      const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      rect.setAttribute("x", (i * width + 1).toFixed(1));
+      rect.setAttribute("y", y.toFixed(1));
+      rect.setAttribute("width", (width - 2).toFixed(1));
+      rect.setAttribute("height", h.toFixed(1));
+      rect.setAttribute("class", kind);
+      svg.appendChild(rect);
+    }
+  });
+}
+
+async function streamCounts() {
+  streamAbort = new AbortController();
+  while (apiKey) {
+    try {
+      const response = await fetch("/v1/activity/stream", {
+        headers: { authorization: `Bearer ${apiKey}` },
+        signal: streamAbort.signal,
+      });
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const message = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = message.split("\n").find((line) => line.startsWith("data: "));
+          if (data) renderCounts(JSON.parse(data.slice(6)));
+        }
+      }
+    } catch (error) {
+      if (error.name === "AbortError") return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+// -- callbacks and their health --
+async function renderCallbacks() {
+  const { data } = await api("GET", "/v1/callbacks");
+  const rows = await Promise.all(data.map(async (cb) => [cb, await api("GET", `/v1/callbacks/${cb.id}/health`)]));
+  const body = $("callbacks").querySelector("tbody");
+  body.replaceChildren(...rows.map(([cb, h]) => {
+    const tr = document.createElement("tr");
+    const state = !cb.verified ? "unverified" : cb.enabled ? "enabled" : `disabled: ${cb.disabledReason}`;
+    tr.append(
+      cell(cb.name), cell(cb.url, "url"), cell(state, cb.enabled && cb.verified ? "ok" : "error"),
+      cell(h.circuit, h.circuit === "closed" ? "ok" : "error"),
+      cell(h.successRate === null ? null : `${Math.round(h.successRate * 100)} %`),
+      cell(h.averageLatencyMs === null ? null : `${h.averageLatencyMs.toFixed(1)} ms`),
+      cell(h.pending),
+      cell(h.oldestPendingAgeSeconds === null ? null : `${Math.round(h.oldestPendingAgeSeconds)} s`),
+      cell(h.lastError ? `${h.lastError.status || ""} ${h.lastError.error || h.lastError.responseExcerpt || ""}` : null),
+    );
+    return tr;
+  }));
+}
+
+// -- dead letters with a replay button --
+async function renderDeadLetters() {
+  const { data } = await api("GET", "/v1/deadletters?limit=50");
+  $("deadletters-empty").hidden = data.length > 0;
+  $("deadletters").querySelector("tbody").replaceChildren(...data.map((d) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = d.id;
+    const button = document.createElement("button");
+    button.textContent = "Replay";
+    button.className = "replay";
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      await api("POST", `/v1/deadletters/${d.id}/replay`);
+      button.textContent = "Replayed";
+      setTimeout(refresh, 500);
+    });
+    const action = document.createElement("td");
+    action.appendChild(button);
+    tr.append(cell(d.id), cell(d.eventType), cell(d.subscriberKey), cell(d.callbackId), cell(d.reason),
+              cell(d.attempts), action);
+    return tr;
+  }));
+}
+
+// -- message status search --
+async function search(event) {
+  event.preventDefault();
+  const field = $("search-field").value;
+  const value = $("search-value").value.trim();
+  const result = await api("GET", `/v1/messages?${field}=${encodeURIComponent(value)}`);
+  $("timeline-empty").hidden = result.events.length > 0;
+  $("timeline").querySelector("tbody").replaceChildren(...result.events.map((e) => {
+    const tr = document.createElement("tr");
+    const status = [e.status, e.bounceCode, e.reason].filter(Boolean).join(" · ");
+    const deliveries = e.deliveries.map((d) => `${d.callbackId}: ${d.state}${d.deliveredAt ? " at " + when(d.deliveredAt) : ""}`);
+    tr.append(cell(new Date(e.timestampUTC).toLocaleString()), cell(e.eventCategoryType), cell(status), cell(e.to),
+              cell(deliveries.join("; ") || "not subscribed"));
+    return tr;
+  }));
+}
+
+async function refresh() {
+  try {
+    await Promise.all([renderCallbacks(), renderDeadLetters()]);
+  } catch (error) {
+    console.warn("refresh failed", error.message);
+  }
+}
+
+async function open() {
+  try {
+    await api("GET", "/v1/callbacks");
+  } catch (error) {
+    $("login-error").textContent = `That key does not work (${error.message}).`;
+    sessionStorage.removeItem("relay.apiKey");
+    apiKey = null;
+    return;
+  }
+  $("login").hidden = true;
+  $("dashboard").hidden = false;
+  $("logout").hidden = false;
+  $("who").textContent = `key ${apiKey.slice(0, 7)}…`;
+  await refresh();
+  refreshTimer = setInterval(refresh, 5000);
+  streamCounts();
+}
+
+$("login-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  apiKey = $("api-key").value.trim();
+  sessionStorage.setItem("relay.apiKey", apiKey);
+  open();
+});
+$("logout").addEventListener("click", () => {
+  sessionStorage.removeItem("relay.apiKey");
+  apiKey = null;
+  if (streamAbort) streamAbort.abort();
+  clearInterval(refreshTimer);
+  location.reload();
+});
+$("search-form").addEventListener("submit", (event) => search(event).catch((e) => console.warn(e.message)));
+if (apiKey) open();

@@ -1,0 +1,108 @@
+"""The dashboard in a real browser (Debian's chromium, headless, driven by Playwright)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from playwright.async_api import Browser, Page, async_playwright
+
+from relay.samples import sample_event
+from tests.helpers.harness import RelayHarness, Tenant, settings_for
+from tests.helpers.kafka import KafkaBroker, produce
+from tests.helpers.receiver import RecordingReceiver
+
+pytestmark = pytest.mark.kafka
+CHROMIUM = os.environ.get("RELAY_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), f"{CHROMIUM} is missing; .ci/run installs it"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                   args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def send(harness: RelayHarness, tenant: Tenant, events: list[dict[str, Any]]) -> None:
+    await produce(harness.settings.kafka_bootstrap, harness.topic, [orjson.dumps(e) for e in events],
+                  [e["info"]["subscriberKey"].encode() for e in events])
+
+
+async def number(page: Page, element_id: str) -> int:
+    return int(await page.text_content(f"#{element_id}") or "0")
+
+
+async def test_dashboard_live_counts_search_and_replay(kafka: KafkaBroker, tmp_path: Path,
+                                                       browser: Browser) -> None:
+    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, retry_schedule="0,50ms",
+                                              retry_max_age="500ms", circuit_failure_threshold=1000)).start()
+    healthy = await RecordingReceiver().start()
+    broken = await RecordingReceiver(responder=lambda r: web.Response(status=500, text="down")).start()
+    try:
+        tenant = await harness.tenant()
+        good = await tenant.add_callback(healthy, name="crm", maxBatchSize=10)
+        await tenant.subscribe(good["id"], ["TransactionalSendEvents.*"])
+        bad = await tenant.add_callback(broken, name="legacy", maxBatchSize=1)
+        await tenant.subscribe(bad["id"], ["TransactionalSendEvents.EmailBounced"])
+        await harness.refresh_routing()
+
+        first = [sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"s{i}") for i in range(5)]
+        bounce = sample_event("EmailBounced", mid=tenant.mid, subscriber_key="ada", message_key="reset-42")
+        await send(harness, tenant, [*first, bounce])
+        await healthy.wait_events(6)
+
+        # bypass_csp lets Playwright evaluate its own waits; the page keeps its strict CSP for users
+        context = await browser.new_context(viewport={"width": 1280, "height": 1100}, bypass_csp=True)
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(harness.base + "/ui")
+        await page.fill("#api-key", tenant.api.key)
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("#dashboard:not([hidden])")
+
+        await page.wait_for_function("Number(document.getElementById('count-sent').textContent) >= 5")
+        assert await number(page, "count-bounced") == 1
+        await send(harness, tenant, [sample_event("SmsSent", mid=tenant.mid, subscriber_key=f"t{i}")
+                                     for i in range(3)]
+                   + [sample_event("SmsDelivered", mid=tenant.mid, subscriber_key=f"t{i}") for i in range(2)])
+        await page.wait_for_function("Number(document.getElementById('count-sent').textContent) >= 8",
+                                     timeout=15000)
+        assert await number(page, "count-delivered") == 2
+        assert await page.locator("#chart rect").count() >= 1, "the per-minute chart draws the counts"
+
+        await page.fill("#search-value", "reset-42")
+        await page.click("#search-form button")
+        await page.wait_for_selector("#timeline tbody tr")
+        row = await page.text_content("#timeline tbody tr")
+        assert row is not None and "EmailBounced" in row and good["id"] in row
+
+        await page.wait_for_selector("#deadletters button.replay", timeout=20000)
+        await page.wait_for_selector("#callbacks tbody tr >> text=legacy")
+        broken.responder = None
+        await page.click("#deadletters button.replay")
+        await broken.wait_events(1, timeout=15)
+        assert broken.delivered_events()[0]["info"]["messageKey"] == "reset-42"
+
+        await asyncio.sleep(0.5)
+        await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        if os.environ.get("RELAY_SAVE_SCREENSHOT"):
+            shutil.copy(tmp_path / "dashboard.png", Path(__file__).resolve().parents[2] / "docs" / "dashboard.png")
+        assert errors == []
+    finally:
+        await harness.close()
+        await healthy.stop()
+        await broken.stop()
