@@ -7,7 +7,9 @@ Readable tables by default, ``--json`` for scripts. The API address comes from `
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -261,7 +263,112 @@ def subs_delete(subscription_id: str, api: str, key: str, as_json: bool) -> None
     click.echo(f"deleted {subscription_id}")
 
 
+# -- dead letters and message status -----------------------------------------------------
+DLQ_COLUMNS = ("id", "eventType", "subscriberKey", "callbackId", "reason", "attempts", "webhookId")
+
+
+@click.group()
+def dlq() -> None:
+    """Dead letters: list, inspect, replay, purge (account key)."""
+
+
+def _dlq_query(callback_id: str | None, event_type: str | None, reason: str | None) -> dict[str, str]:
+    return {k: v for k, v in (("callbackId", callback_id), ("eventType", event_type), ("reason", reason)) if v}
+
+
+@dlq.command("list")
+@click.option("--callback", "callback_id", default=None)
+@click.option("--type", "event_type", default=None)
+@click.option("--reason", default=None, help="Substring of the reason.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@_api_options()
+def dlq_list(callback_id: str | None, event_type: str | None, reason: str | None, limit: int, api: str,
+             key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    query = urllib.parse.urlencode({**_dlq_query(callback_id, event_type, reason), "limit": limit})
+    client.show(client.call("GET", f"/v1/deadletters?{query}"), DLQ_COLUMNS)
+
+
+@dlq.command("show")
+@click.argument("deadletter_id", type=int)
+@_api_options()
+def dlq_show(deadletter_id: int, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    letter = client.call("GET", f"/v1/deadletters/{deadletter_id}")
+    if as_json:
+        client.show(letter, ())
+        return
+    click.echo(table([letter], DLQ_COLUMNS[:-2]))
+    click.echo("\nattempts:")
+    click.echo(table(letter["attempts"], ("at", "status", "latencyMs", "error", "responseExcerpt")))
+    click.echo("\nevent:\n" + json.dumps(letter["event"], indent=2))
+
+
+@dlq.command("replay")
+@click.argument("deadletter_ids", type=int, nargs=-1)
+@click.option("--all-matching", is_flag=True, help="Replay everything matching the filters instead.")
+@click.option("--callback", "callback_id", default=None)
+@click.option("--type", "event_type", default=None)
+@click.option("--reason", default=None)
+@click.option("--rate", type=click.IntRange(1, 10000), default=100, show_default=True, help="Per second.")
+@_api_options()
+def dlq_replay(deadletter_ids: tuple[int, ...], all_matching: bool, callback_id: str | None,
+               event_type: str | None, reason: str | None, rate: int, api: str, key: str, as_json: bool) -> None:
+    """Replay the given ids, or --all-matching a filter, and follow the progress."""
+    client = Api(api, key, as_json)
+    if not deadletter_ids and not all_matching:
+        raise click.UsageError("give dead-letter ids, or --all-matching with filters")
+    body: dict[str, Any] = {"ratePerSecond": rate, **_dlq_query(callback_id, event_type, reason)}
+    if deadletter_ids:
+        body["ids"] = list(deadletter_ids)
+    progress = client.call("POST", "/v1/deadletters/replay", body)
+    while not progress["done"]:
+        time.sleep(0.5)
+        progress = client.call("GET", f"/v1/deadletters/replay/{progress['id']}")
+    client.show(progress, ("id", "replayed", "done", "error"))
+
+
+@dlq.command("purge")
+@click.argument("deadletter_ids", type=int, nargs=-1)
+@click.option("--all-matching", is_flag=True)
+@click.option("--callback", "callback_id", default=None)
+@click.option("--type", "event_type", default=None)
+@click.option("--reason", default=None)
+@_api_options()
+def dlq_purge(deadletter_ids: tuple[int, ...], all_matching: bool, callback_id: str | None,
+              event_type: str | None, reason: str | None, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    if deadletter_ids:
+        for letter_id in deadletter_ids:
+            client.call("DELETE", f"/v1/deadletters/{letter_id}")
+        click.echo(f"purged {len(deadletter_ids)}")
+    elif all_matching:
+        result = client.call("POST", "/v1/deadletters/purge", _dlq_query(callback_id, event_type, reason))
+        click.echo(f"purged {result['purged']}")
+    else:
+        raise click.UsageError("give dead-letter ids, or --all-matching with filters")
+
+
+@click.command()
+@click.option("--message-key", default=None)
+@click.option("--subscriber-key", default=None)
+@_api_options()
+def messages(message_key: str | None, subscriber_key: str | None, api: str, key: str, as_json: bool) -> None:
+    """Did this message arrive or bounce? Its events and where each was delivered."""
+    if (message_key is None) == (subscriber_key is None):
+        raise click.UsageError("give exactly one of --message-key or --subscriber-key")
+    client = Api(api, key, as_json)
+    field, value = ("messageKey", message_key) if message_key else ("subscriberKey", subscriber_key)
+    result = client.call("GET", f"/v1/messages?{urllib.parse.urlencode({field: value})}")
+    if as_json:
+        client.show(result, ())
+        return
+    rows = [{**e, "delivered": "; ".join(f"{d['callbackId']}: {d['state']}" for d in e["deliveries"]) or "-"}
+            for e in result["events"]]
+    click.echo(table(rows, ("timestampUTC", "eventCategoryType", "status", "bounceCode", "reason", "delivered")))
+
+
 def register(group: click.Group) -> None:
-    for command in (accounts, callbacks, subs):
+    for command in (accounts, callbacks, subs, dlq, messages):
         group.add_command(command)
 

@@ -75,3 +75,39 @@ async def test_cli_errors_name_the_field_and_exit_non_zero(relay: RelayHarness) 
     assert "400 invalid" in err and "field: eventCategoryTypes" in err
     code, _, err = await relay_cli(relay, "callbacks", "list", key="wrong-key")
     assert code == 1 and "401" in err
+
+
+async def test_cli_dead_letters_and_message_status(kafka, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import orjson
+
+    from relay.samples import sample_event
+    from tests.helpers.harness import settings_for
+    from tests.helpers.kafka import produce
+
+    receiver = await RecordingReceiver(responder=lambda r: 500).start()
+    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, retry_schedule="0,50ms",
+                                              retry_max_age="300ms", circuit_failure_threshold=1000)).start()
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(receiver, maxBatchSize=1)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        event = sample_event("EmailBounced", mid=tenant.mid, subscriber_key="ada", message_key="reset-9")
+        await produce(kafka.bootstrap, harness.topic, [orjson.dumps(event)], [b"ada"])
+        for _ in range(100):
+            code, out, _ = await relay_cli(harness, "dlq", "list", "--json", key=tenant.api.key)
+            letters = json.loads(out)["data"]
+            if letters:
+                break
+            await asyncio.sleep(0.2)
+        assert code == 0 and letters[0]["messageKey"] == "reset-9"
+        code, out, _ = await relay_cli(harness, "dlq", "show", str(letters[0]["id"]), key=tenant.api.key)
+        assert code == 0 and "attempts:" in out and "reset-9" in out
+        code, out, _ = await relay_cli(harness, "messages", "--message-key", "reset-9", key=tenant.api.key)
+        assert code == 0 and "EmailBounced" in out and "dead" in out
+        receiver.responder = None
+        code, out, err = await relay_cli(harness, "dlq", "replay", str(letters[0]["id"]), key=tenant.api.key)
+        assert code == 0 and "True" in out, err
+        await receiver.wait_events(1, timeout=15)
+    finally:
+        await harness.close()
+        await receiver.stop()
