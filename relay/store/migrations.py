@@ -69,8 +69,8 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         offset INTEGER NOT NULL,
         received_at REAL NOT NULL
     );
-    CREATE INDEX events_message_key ON events(account_id, message_key);
-    CREATE INDEX events_subscriber_key ON events(account_id, subscriber_key);
+    CREATE INDEX events_message_key ON events(account_id, message_key, timestamp_ms);
+    CREATE INDEX events_subscriber_key ON events(account_id, subscriber_key, timestamp_ms);
     CREATE INDEX events_account_time ON events(account_id, timestamp_ms);
     CREATE INDEX events_received ON events(received_at);
     CREATE TABLE jobs (

@@ -9,7 +9,6 @@ writer anyway — and reads use a second connection, which WAL lets run beside t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import sqlite3
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-import structlog
 
 from relay.crypto import SecretBox
 from relay.events import Event
@@ -40,7 +38,6 @@ from relay.store.models import (
 from relay.store.sqlite_ops import SqliteOperations
 
 T = TypeVar("T")
-log = structlog.get_logger("relay.store")
 _MAX_PARAMS = 30000
 
 
@@ -50,8 +47,6 @@ class SqliteStore(SqliteOperations):
         self._box = box
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
-        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
-        self._checkpoint_task: asyncio.Task[None] | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
 
@@ -67,22 +62,6 @@ class SqliteStore(SqliteOperations):
         self._write_conn = await loop.run_in_executor(self._writer, self._connect)
         await self._write(_migrate)
         self._read_conn = await loop.run_in_executor(self._reader, self._connect)
-        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
-
-    async def _checkpoint_loop(self, interval: float = 1.0) -> None:
-        loop = asyncio.get_running_loop()
-        conn = await loop.run_in_executor(self._checkpointer, self._connect)
-        try:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    await loop.run_in_executor(
-                        self._checkpointer, lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    )
-                except sqlite3.Error as exc:
-                    log.warning("sqlite_checkpoint_failed", error=str(exc))
-        finally:
-            await loop.run_in_executor(self._checkpointer, conn.close)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -92,18 +71,14 @@ class SqliteStore(SqliteOperations):
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA cache_size=-32768")
         conn.execute("PRAGMA temp_store=MEMORY")
-        # Checkpoints (the only fsyncs in WAL mode with synchronous=NORMAL) run on their own
-        # connection and thread, so the writer never waits for one.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
+        # SQLite's own checkpoints every 1000 pages keep the WAL bounded under a continuous write
+        # load (a separate PASSIVE checkpointer could not: the WAL grew to gigabytes); the size
+        # limit truncates the file after a checkpoint.
+        conn.execute("PRAGMA journal_size_limit=67108864")
         return conn
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_task
-            self._checkpoint_task = None
         if self._write_conn is not None:
             await loop.run_in_executor(self._writer, self._write_conn.close)
             self._write_conn = None
@@ -112,7 +87,6 @@ class SqliteStore(SqliteOperations):
             self._read_conn = None
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
-        self._checkpointer.shutdown(wait=True)
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
