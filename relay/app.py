@@ -91,6 +91,7 @@ class Relay:
 
         self._deadletters = await self.store.count_deadletters()
         self._retention = asyncio.create_task(self._retention_loop(), name="retention")
+        self._gauges = asyncio.create_task(self._gauge_loop(), name="gauges")
 
         self.ingest = Ingest(s, self.store, self.router, self.dispatcher, self.publisher,
                              clock=self._clock)
@@ -103,6 +104,7 @@ class Relay:
         log.info("relay_stopping")
         await self.ingest.stop()
         self._retention.cancel()
+        self._gauges.cancel()
         await self.dispatcher.stop(grace=5.0)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5.0)
@@ -172,6 +174,23 @@ class Relay:
     def _circuit_state(self, callback_id: str) -> str | None:
         lane = self.dispatcher.lanes.get(callback_id)
         return None if lane is None else lane.circuit.state
+
+    async def _gauge_loop(self, interval: float = 2.0) -> None:
+        """Gauges that describe state rather than count events: refreshed on a timer."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._refresh_gauges()
+            except Exception:
+                log.exception("gauge_refresh_failed")
+
+    async def _refresh_gauges(self) -> None:
+        for callback_id, lane in self.dispatcher.lanes.items():
+            METRICS.queue_depth.labels(callback_id).set(lane.depth)
+            METRICS.in_flight.labels(callback_id).set(lane.in_flight)
+        for tp, lag in (await self.ingest.lag()).items():
+            METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        METRICS.dead_letters_stored.set(self._deadletters)
 
     async def _retention_loop(self) -> None:
         """Purge old rows in small transactions, pausing between them, so delivery never waits."""

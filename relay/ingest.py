@@ -85,9 +85,22 @@ class Ingest:
         if self._consumer:
             await self._consumer.stop()
 
-    @property
-    def consumer(self) -> AIOKafkaConsumer | None:
-        return self._consumer
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the high watermark, per assigned partition (as of the last fetch)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lags = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
+            except (TimeoutError, KafkaError):
+                continue
+            lags[tp] = max(0, highwater - position)
+        return lags
 
     async def _run(self) -> None:
         assert self._consumer is not None

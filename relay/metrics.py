@@ -40,8 +40,15 @@ class Metrics:
         self.callbacks_disabled = Counter(
             "relay_callbacks_disabled_total", "Callbacks disabled by the relay.", registry=r)
         self.queue_depth = Gauge(
-            "relay_lane_queue_depth", "Pending jobs held in memory per callback.",
+            "relay_lane_queue_depth", "Pending jobs held in memory per callback (more may wait in the store).",
             ["callback_id"], registry=r)
+        self.in_flight = Gauge(
+            "relay_in_flight_requests", "POSTs in flight per callback.", ["callback_id"], registry=r)
+        self.consumer_lag = Gauge(
+            "relay_consumer_lag", "Records behind the partition's high watermark.",
+            ["topic", "partition"], registry=r)
+        self.dead_letters_stored = Gauge(
+            "relay_dead_letters_stored", "Dead letters currently in the store.", registry=r)
 
 
 METRICS = Metrics()

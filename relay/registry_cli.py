@@ -264,7 +264,7 @@ def subs_delete(subscription_id: str, api: str, key: str, as_json: bool) -> None
 
 
 # -- dead letters and message status -----------------------------------------------------
-DLQ_COLUMNS = ("id", "eventType", "subscriberKey", "callbackId", "reason", "attempts", "webhookId")
+DLQ_COLUMNS = ("id", "eventType", "subscriberKey", "callbackId", "reason", "attemptCount", "webhookId")
 
 
 @click.group()

@@ -125,6 +125,10 @@ class Lane:
         return len(self._window)
 
     @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
     def oldest_pending(self) -> float | None:
         return min((j.created_at for j in self._window.values()), default=None)
 

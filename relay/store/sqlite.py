@@ -591,29 +591,6 @@ class SqliteStore(SqliteOperations):
         row = await self._read(lambda c: c.execute(sql, params).fetchone())
         return int(row[0])
 
-    async def list_deadletters(self, callback_id: str | None = None) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT d.job_id, d.batch_id, d.callback_id, d.reason, d.created_at, j.event_id, "
-            "j.attempts FROM deadletters d JOIN jobs j ON j.id = d.job_id"
-        )
-        params: tuple[Any, ...] = ()
-        if callback_id is not None:
-            sql, params = sql + " WHERE d.callback_id = ?", (callback_id,)
-        rows = await self._read(lambda c: c.execute(sql + " ORDER BY d.id", params).fetchall())
-        keys = ("jobId", "batchId", "callbackId", "reason", "createdAt", "eventId", "attempts")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
-
-    async def attempts_for_batch(self, batch_id: str) -> list[dict[str, Any]]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT at, status, latency_ms, error, response_excerpt, outcome FROM attempts "
-                "WHERE batch_id = ? ORDER BY id",
-                (batch_id,),
-            ).fetchall()
-        )
-        keys = ("at", "status", "latencyMs", "error", "responseExcerpt", "outcome")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
-
 
 _KEY_COLUMNS = "id, account_id, key_hash, prefix, name, created_at, revoked_at"
 MAX_SUBSCRIPTIONS_PER_CALLBACK = 200

@@ -22,7 +22,7 @@ _DEADLETTER_SELECT = (
     "j.attempts, e.type, e.subscriber_key, e.message_key" + _DEADLETTER_FROM
 )
 _DEADLETTER_KEYS = ("id", "jobId", "webhookId", "callbackId", "reason", "createdAt", "eventId",
-                    "attempts", "eventType", "subscriberKey", "messageKey")
+                    "attemptCount", "eventType", "subscriberKey", "messageKey")
 
 
 def _deadletter_filter(account_id: str, filters: dict[str, Any]) -> tuple[str, list[Any]]:

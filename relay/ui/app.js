@@ -152,7 +152,7 @@ async function renderDeadLetters() {
     const action = document.createElement("td");
     action.appendChild(button);
     tr.append(cell(d.id), cell(d.eventType), cell(d.subscriberKey), cell(d.callbackId), cell(d.reason),
-              cell(d.attempts), action);
+              cell(d.attemptCount), action);
     return tr;
   }));
 }

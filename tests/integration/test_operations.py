@@ -238,3 +238,27 @@ async def test_retention_purges_old_rows_in_the_background(kafka: KafkaBroker, t
     finally:
         await harness.close()
         await receiver.stop()
+
+
+async def test_metrics_and_probes(relay: RelayHarness, receiver: RecordingReceiver) -> None:
+    tenant = await relay.tenant()
+    cb = await tenant.add_callback(receiver, maxBatchSize=5)
+    await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+    await send(relay, tenant, [sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"m{i}") for i in range(5)])
+    await receiver.wait_events(5)
+
+    async def scraped() -> Any:
+        async with aiohttp.ClientSession() as session, session.get(relay.base + "/metrics") as response:
+            text = await response.text()
+        wanted = [f'relay_delivered_events_total{{callback_id="{cb["id"]}"}} 5.0',
+                  f'relay_lane_queue_depth{{callback_id="{cb["id"]}"}}', "relay_consumer_lag{",
+                  "relay_end_to_end_seconds_count", "relay_records_consumed_total",
+                  f'relay_in_flight_requests{{callback_id="{cb["id"]}"}}']
+        return text if all(w in text for w in wanted) else None
+
+    await eventually(scraped, timeout=10)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(relay.base + "/healthz") as response:
+            assert response.status == 200
+        async with session.get(relay.base + "/readyz") as response:
+            assert response.status == 200 and (await response.json())["status"] == "ready"
