@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from bench.harness import Receiver, RelayProcess, free_port, produce
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {
+    "compare": ("ratio_to_naive", ">=", 10),
     "single": ("deliveries_per_s", ">=", 2000),
     "batched": ("events_per_s", ">=", 30000),
     "latency": ("p99_ms", "<", 200),
@@ -90,6 +92,27 @@ class Scenario:
             "cpu_s_per_1000_deliveries": round((cpu1 - cpu0) / requests * 1000, 3),
             "peak_rss_mb": round(rss / 2**20, 1), "complete": delivered >= events * len(healthy),
             "note": "latency includes time queued in Kafka: events were produced before the relay started",
+        }
+
+    async def compare(self, scale: float) -> dict[str, Any]:
+        """Single-event POSTs, side by side in one run: the relay, a naive relay, and the ceiling."""
+        relay = await self.throughput("compare-relay", int(20000 * scale), max_batch=1)
+        receiver = await Receiver(free_port()).start()
+        try:
+            ceiling = await _run_json(sys.executable, "-m", "bench.baseline", "ceiling", "--url", receiver.url,
+                                      "--events", str(int(20000 * scale)))
+            topic = f"naive-{int(time.time())}"
+            naive_events = int(3000 * scale)
+            await produce(self.bootstrap, topic, naive_events, 10000)
+            naive = await _run_json(sys.executable, "-m", "bench.baseline", "naive", "--bootstrap", self.bootstrap,
+                                    "--topic", topic, "--url", receiver.url, "--events", str(naive_events))
+        finally:
+            receiver.stop()
+        return {
+            "relay_per_s": relay["deliveries_per_s"], "naive_per_s": naive["per_s"],
+            "ceiling_per_s": ceiling["per_s"],
+            "ratio_to_naive": round(relay["deliveries_per_s"] / naive["per_s"], 2),
+            "ratio_to_ceiling": round(relay["deliveries_per_s"] / ceiling["per_s"], 3),
         }
 
     async def single(self, scale: float) -> dict[str, Any]:
@@ -162,6 +185,14 @@ class Scenario:
                 "produce_seconds": round(produced - started, 1)}
 
 
+async def _run_json(*command: str) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=600)
+    if proc.returncode:
+        raise RuntimeError(f"{command} exited {proc.returncode}")
+    return orjson.loads(out.strip().splitlines()[-1])
+
+
 def summarize(name: str, result: dict[str, Any]) -> str:
     target = TARGETS.get(name)
     verdict = ""
@@ -176,7 +207,7 @@ def summarize(name: str, result: dict[str, Any]) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="single,batched,batched_1000,latency,isolation,backlog")
+    parser.add_argument("--only", default="compare,single,batched,batched_1000,latency,isolation,backlog")
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply every event count.")
     args = parser.parse_args()
     bootstrap = os.environ.get("RELAY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
