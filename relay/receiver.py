@@ -34,6 +34,7 @@ class Receiver:
         self._api_key = api_key
         self.received = 0
         self.rejected = 0
+        self._pending: set[asyncio.Task[None]] = set()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -84,7 +85,9 @@ class Receiver:
             self._print(f"  verificationKey={payload.get('verificationKey')} "
                         "(send it to POST /v1/callbacks/{id}/verify)", None)
             return
-        asyncio.get_running_loop().create_task(self._send_back(payload))
+        task = asyncio.get_running_loop().create_task(self._send_back(payload))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _send_back(self, payload: dict[str, Any]) -> None:
         url = f"{self._api_url}/v1/callbacks/{payload['callbackId']}/verify"

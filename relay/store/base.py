@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from relay.events import Event
 from relay.store.models import (
     Account,
+    ApiKey,
     Callback,
     DeliveryResult,
     Job,
@@ -39,7 +40,13 @@ class Store(Protocol):
         """Raise if the store cannot answer (readiness)."""
 
     # -- registry -------------------------------------------------------------------------
-    async def create_account(self, account: Account, api_key_hash: str) -> None: ...
+    async def create_account(self, account: Account, key: ApiKey) -> None: ...
+
+    async def create_api_key(self, key: ApiKey) -> None: ...
+
+    async def list_api_keys(self, account_id: str) -> list[ApiKey]: ...
+
+    async def revoke_api_key(self, account_id: str, key_id: str, now: float) -> None: ...
 
     async def account_for_key(self, api_key_hash: str) -> Account | None: ...
 
@@ -53,6 +60,12 @@ class Store(Protocol):
 
     async def list_callbacks(self, account_id: str | None = None) -> list[Callback]: ...
 
+    async def update_callback(self, callback: Callback) -> None:
+        """Write every mutable field (secrets sealed again)."""
+
+    async def delete_callback(self, callback_id: str, account_id: str) -> None:
+        """Conflict while subscriptions use it."""
+
     async def set_verification(self, callback_id: str, key_hash: str, expires_at: float) -> None:
         ...
 
@@ -64,6 +77,15 @@ class Store(Protocol):
     async def create_subscription(self, subscription: Subscription) -> None: ...
 
     async def list_subscriptions(self, account_id: str | None = None) -> list[Subscription]: ...
+
+    async def get_subscription(self, subscription_id: str, account_id: str) -> Subscription: ...
+
+    async def update_subscription(self, subscription: Subscription) -> None: ...
+
+    async def delete_subscription(self, subscription_id: str, account_id: str) -> None: ...
+
+    async def release_held(self, subscription_id: str) -> list[str]:
+        """Held jobs of a resumed subscription become pending; returns their callbacks."""
 
     async def registry_version(self) -> int:
         """Grows on every registry change, so routing can reload only when needed."""
