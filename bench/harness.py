@@ -149,8 +149,9 @@ class RelayProcess:
                 raise RuntimeError(f"{method} {path}: {response.status} {data}")
             return data
 
-    async def register(self, receivers: list[Receiver], max_batch: int, mid: str = "777") -> None:
-        """One account; one verified callback per receiver, each subscribed to every type."""
+    async def register(self, receivers: list[Receiver], max_batch: int, mid: str = "777") -> str:
+        """One account; one verified callback per receiver, each subscribed to every type.
+        Returns the account's API key."""
         async with aiohttp.ClientSession() as session:
             account = await self.call(session, "POST", "/v1/accounts", ADMIN_KEY,
                                       {"name": "bench", "mid": mid})
@@ -170,6 +171,7 @@ class RelayProcess:
                     "name": f"all-{receiver.port}", "callbackId": cb["id"],
                     "eventCategoryTypes": ["TransactionalSendEvents.*"],
                 })
+        return key
 
 
 

@@ -115,6 +115,38 @@ class Scenario:
             "ratio_to_ceiling": round(relay["deliveries_per_s"] / ceiling["per_s"], 3),
         }
 
+    async def dashboards(self, scale: float) -> dict[str, Any]:
+        """Ingest rate with 5 dashboards streaming activity, against none, in the same run."""
+        quiet = await self._ingest_rate("dash-quiet", int(100000 * scale), streams=0)
+        busy = await self._ingest_rate("dash-busy", int(100000 * scale), streams=5)
+        return {"ingest_per_s_no_dashboards": quiet, "ingest_per_s_5_dashboards": busy,
+                "ratio": round(busy / quiet, 3)}
+
+    async def _ingest_rate(self, name: str, events: int, streams: int) -> float:
+        receiver = await Receiver(free_port()).start()
+        relay = RelayProcess(self.bootstrap, self.workdir / name)
+        try:
+            await relay.start()
+            key = await relay.register([receiver], max_batch=100)
+            relay.stop()
+            await produce(self.bootstrap, relay.topic, events, 10000)
+            await relay.start()
+            async with aiohttp.ClientSession() as session:
+                readers = [asyncio.create_task(_read_stream(session, f"http://{relay.api}/v1/activity/stream", key))
+                           for _ in range(streams)]
+                started = time.monotonic()
+                jobs = 0
+                while jobs < events and time.monotonic() - started < 300:
+                    await asyncio.sleep(0.5)
+                    jobs = await _jobs_created(session, relay.api)
+                rate = jobs / (time.monotonic() - started)
+                for reader in readers:
+                    reader.cancel()
+        finally:
+            relay.stop()
+            receiver.stop()
+        return round(rate)
+
     async def single(self, scale: float) -> dict[str, Any]:
         return await self.throughput("single", int(20000 * scale), max_batch=1)
 
@@ -170,10 +202,7 @@ class Scenario:
             jobs = 0
             async with aiohttp.ClientSession() as session:
                 while jobs < count and time.monotonic() - produced < 900:
-                    async with session.get(f"http://{relay.api}/metrics") as response:
-                        for line in (await response.text()).splitlines():
-                            if line.startswith("relay_jobs_created_total "):
-                                jobs = int(float(line.split()[1]))
+                    jobs = await _jobs_created(session, relay.api)
                     await asyncio.sleep(1)
             ingested = time.monotonic()
             _, rss = relay.usage()
@@ -183,6 +212,20 @@ class Scenario:
         return {"backlog_jobs": jobs, "peak_rss_mb": round(rss / 2**20, 1),
                 "ingest_events_per_s": round(jobs / (ingested - produced)),
                 "produce_seconds": round(produced - started, 1)}
+
+
+async def _read_stream(session: aiohttp.ClientSession, url: str, key: str) -> None:
+    async with session.get(url, headers={"authorization": f"Bearer {key}"}) as response:
+        async for _ in response.content.iter_any():
+            pass
+
+
+async def _jobs_created(session: aiohttp.ClientSession, api: str) -> int:
+    async with session.get(f"http://{api}/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith("relay_jobs_created_total "):
+                return int(float(line.split()[1]))
+    return 0
 
 
 async def _run_json(*command: str) -> dict[str, Any]:
@@ -207,7 +250,8 @@ def summarize(name: str, result: dict[str, Any]) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="compare,single,batched,batched_1000,latency,isolation,backlog")
+    parser.add_argument("--only",
+                        default="compare,single,batched,batched_1000,latency,isolation,backlog,dashboards")
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply every event count.")
     args = parser.parse_args()
     bootstrap = os.environ.get("RELAY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")

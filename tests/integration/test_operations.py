@@ -69,7 +69,7 @@ async def test_dead_letters_can_be_listed_inspected_replayed_and_purged(kafka: K
         assert len(rest["data"]) == 2
         assert {d["id"] for d in by_reason["data"]}.isdisjoint({d["id"] for d in rest["data"]})
 
-        letter_id = page["data"][0]["id"]
+        letter_id = filtered["data"][0]["id"]
         _, letter = await tenant.api.call("GET", f"/v1/deadletters/{letter_id}", expect=200)
         assert letter["event"]["eventId"] == letter["eventId"]
         assert len(letter["attempts"]) >= 2
@@ -87,9 +87,9 @@ async def test_dead_letters_can_be_listed_inspected_replayed_and_purged(kafka: K
 
         assert [a["webhookId"] for a in await eventually(delivered_attempts)] == [first_webhook_id]
 
+        bounced = [d["id"] for d in page["data"] if d["eventType"].endswith("EmailBounced")]
         _, started = await tenant.api.call("POST", "/v1/deadletters/replay",
-                                           {"eventType": "TransactionalSendEvents.EmailBounced",
-                                            "ratePerSecond": 50}, expect=202)
+                                           {"ids": bounced[:2], "ratePerSecond": 50}, expect=202)
 
         async def finished() -> Any:
             _, progress = await tenant.api.call("GET", f"/v1/deadletters/replay/{started['id']}")
@@ -98,7 +98,8 @@ async def test_dead_letters_can_be_listed_inspected_replayed_and_purged(kafka: K
         progress = await eventually(finished)
         assert progress["replayed"] == 2 and progress["error"] is None
         await receiver.wait_events(3, timeout=15)
-        _, purged = await tenant.api.call("POST", "/v1/deadletters/purge", {"reason": "exhausted"}, expect=200)
+        _, purged = await tenant.api.call("POST", "/v1/deadletters/purge",
+                                          {"eventType": "TransactionalSendEvents.EmailBounced"}, expect=200)
         assert purged["purged"] == 1
         _, left = await tenant.api.call("GET", "/v1/deadletters", expect=200)
         assert left["data"] == []
