@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +57,6 @@ class Ingest:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.assigned: set[TopicPartition] = set()
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -176,8 +176,8 @@ class Ingest:
         METRICS.records_quarantined.inc(len(quarantined))
         METRICS.events_unrouted.inc(unrouted)
         METRICS.jobs_created.inc(len(new_jobs))
-        for event, *_ in events:
-            METRICS.events_by_type.labels(event.type).inc()
+        for event_type, count in Counter(event.type for event, *_ in events).items():
+            METRICS.events_by_type.labels(event_type).inc(count)
         if new_jobs:
             self._dispatcher.submit(new_jobs)
 

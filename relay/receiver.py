@@ -32,8 +32,6 @@ class Receiver:
         self._out = out
         self._api_url = api_url
         self._api_key = api_key
-        self.received = 0
-        self.rejected = 0
         self._pending: set[asyncio.Task[None]] = set()
 
     def app(self) -> web.Application:
@@ -58,7 +56,6 @@ class Receiver:
         try:
             msg_id = verify(secret, request.headers, body)
         except VerificationError as exc:
-            self.rejected += 1
             self._print(f"✗ rejected: {type(exc).__name__}: {exc}", request.headers.get("webhook-id"))
             return web.json_response({"error": str(exc)}, status=401)
         payload: Any = orjson.loads(body)
@@ -66,7 +63,6 @@ class Receiver:
             await self._confirm(payload)
             return web.json_response({"ok": True})
         events = payload if isinstance(payload, list) else [payload]
-        self.received += len(events)
         for event in events:
             info = event.get("info") or {}
             detail = info.get("bounceCode") or info.get("status") or ""

@@ -138,13 +138,12 @@ def _ordering_key(event: Event, entry: _Entry) -> str | None:
     return None
 
 
-async def build_index(store: Store) -> SubscriptionIndex:
+async def build_index(store: Store) -> tuple[SubscriptionIndex, list[Callback]]:
+    """The index, and the callbacks it was built from (the dispatcher needs them too)."""
     accounts = await store.list_accounts()
-    return SubscriptionIndex(
-        {a.mid: a.id for a in accounts},
-        await store.list_callbacks(),
-        await store.list_subscriptions(),
-    )
+    callbacks = await store.list_callbacks()
+    index = SubscriptionIndex({a.mid: a.id for a in accounts}, callbacks, await store.list_subscriptions())
+    return index, callbacks
 
 
 class Router:
@@ -175,8 +174,8 @@ class Router:
         version = await self._store.registry_version()
         if version == self._version:
             return False
-        self.index = await build_index(self._store)
-        self.callbacks = {c.id: c for c in await self._store.list_callbacks()}
+        self.index, callbacks = await build_index(self._store)
+        self.callbacks = {c.id: c for c in callbacks}
         self._version = version
         log.info("routing_reloaded", registry_version=version)
         return True

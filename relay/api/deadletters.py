@@ -65,8 +65,8 @@ async def replay_one(request: web.Request) -> web.Response:
     account = require_account(request)
     ctx = context(request)
     letter_id = _id(request)
-    await ctx.store.get_deadletter(account.id, letter_id)
-    await _replay(ctx, account.id, [letter_id])
+    if not await _replay(ctx, account.id, [letter_id]):
+        raise ApiError(404, "not_found", f"dead letter {letter_id} not found")
     return json_response({"replayed": 1}, status=202)
 
 
@@ -75,8 +75,8 @@ async def purge_one(request: web.Request) -> web.Response:
     account = require_account(request)
     ctx = context(request)
     letter_id = _id(request)
-    await ctx.store.get_deadletter(account.id, letter_id)
-    await ctx.store.purge_deadletters(account.id, {"ids": [letter_id]})
+    if not await ctx.store.purge_deadletters(account.id, {"ids": [letter_id]}):
+        raise ApiError(404, "not_found", f"dead letter {letter_id} not found")
     return web.Response(status=204)
 
 
@@ -154,7 +154,10 @@ async def _run_redrive(ctx: ApiContext, redrive: Redrive, filters: dict[str, Any
         redrive.done = True
 
 
-async def _replay(ctx: ApiContext, account_id: str, ids: list[int]) -> None:
-    for callback_id in await ctx.store.replay_deadletters(account_id, ids, ctx.clock()):
+async def _replay(ctx: ApiContext, account_id: str, ids: list[int]) -> list[str]:
+    """Returns the callbacks whose lanes were woken (empty: none of the ids is this account's)."""
+    callbacks = await ctx.store.replay_deadletters(account_id, ids, ctx.clock())
+    for callback_id in callbacks:
         if ctx.requeue is not None:
             ctx.requeue(callback_id)
+    return callbacks

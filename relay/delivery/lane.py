@@ -110,6 +110,7 @@ class Lane:
         room = self._config.window - len(self._window)
         if not self._backlog or room < self._config.window // 2:
             return
+        highest_held = max(self._window, default=0)
         jobs = await self._store.load_pending(self.callback_id, self._loaded_upto, room)
         for job in jobs:
             if job.id not in self._window and job.id not in self._in_flight_jobs:
@@ -117,7 +118,7 @@ class Lane:
             self._loaded_upto = max(self._loaded_upto, job.id)
         if len(jobs) < room:
             self._backlog = False
-        if jobs:
+        if jobs and jobs[0].id < highest_held:  # a replay brought back older jobs
             self._window = dict(sorted(self._window.items()))
 
     @property
@@ -127,10 +128,6 @@ class Lane:
     @property
     def in_flight(self) -> int:
         return self._in_flight
-
-    @property
-    def oldest_pending(self) -> float | None:
-        return min((j.created_at for j in self._window.values()), default=None)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
