@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -71,9 +72,14 @@ class Receiver:
                 self.proc.kill()
                 self.proc.wait(5)
 
-    async def stats(self, session: aiohttp.ClientSession) -> dict[str, Any]:
-        async with session.get(f"http://127.0.0.1:{self.port}/stats") as response:
+    async def stats(self, session: aiohttp.ClientSession, latencies: bool = True) -> dict[str, Any]:
+        query = "" if latencies else "?latencies=0"
+        async with session.get(f"http://127.0.0.1:{self.port}/stats{query}") as response:
             return orjson.loads(await response.read())
+
+    async def set_status(self, session: aiohttp.ClientSession, status: int) -> None:
+        async with session.post(f"http://127.0.0.1:{self.port}/control", data=orjson.dumps({"status": status})):
+            pass
 
     async def handshakes(self, session: aiohttp.ClientSession) -> list[dict[str, str]]:
         async with session.get(f"http://127.0.0.1:{self.port}/handshakes") as response:
@@ -97,6 +103,7 @@ async def wait_http(url: str, timeout: float = 30.0) -> None:
 
 class RelayProcess:
     def __init__(self, bootstrap: str, data_dir: Path, **settings: Any) -> None:
+        """``settings`` become RELAY_* variables: ``retry_schedule="0,1s"``."""
         tag = uuid.uuid4().hex[:8]
         self.topic = f"bench-{tag}"
         self.api = f"127.0.0.1:{free_port()}"
@@ -123,7 +130,8 @@ class RelayProcess:
         profile_dir = os.environ.get("BENCH_PROFILE")
         if profile_dir and self.proc is not None:
             out = Path(profile_dir) / f"{self.data_dir.name}-{int(time.time())}.txt"
-            subprocess.Popen(["py-spy", "record", "--format", "raw", "-r", "250", "-d", str(seconds),
+            spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+            subprocess.Popen([spy, "record", "--format", "raw", "-r", "250", "-d", str(seconds),
                               "-o", str(out), "--pid", str(self.proc.pid)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -149,31 +157,35 @@ class RelayProcess:
                 raise RuntimeError(f"{method} {path}: {response.status} {data}")
             return data
 
-    async def register(self, receivers: list[Receiver], max_batch: int, mid: str = "777") -> str:
-        """One account; one verified callback per receiver, each subscribed to every type.
-        Returns the account's API key."""
+    async def register(self, receivers: list[Receiver], max_batch: int, mid: str = "777",
+                       per_receiver: int = 1) -> str:
+        """One account; ``per_receiver`` verified callbacks per receiver (distinct paths), each
+        subscribed to every send event. Returns the account's API key."""
         async with aiohttp.ClientSession() as session:
             account = await self.call(session, "POST", "/v1/accounts", ADMIN_KEY,
                                       {"name": "bench", "mid": mid})
             key = account["apiKey"]
             for receiver in receivers:
-                cb = await self.call(session, "POST", "/v1/callbacks", key,
-                                     {"name": f"r{receiver.port}", "url": receiver.url,
-                                      "maxBatchSize": max_batch})
-                for _ in range(100):
-                    found = [h for h in await receiver.handshakes(session) if h["callbackId"] == cb["id"]]
-                    if found:
-                        break
-                    await asyncio.sleep(0.05)
-                await self.call(session, "POST", f"/v1/callbacks/{cb['id']}/verify", key,
-                                {"verificationKey": found[0]["verificationKey"]})
-                await self.call(session, "POST", "/v1/subscriptions", key, {
-                    "name": f"all-{receiver.port}", "callbackId": cb["id"],
-                    "eventCategoryTypes": ["TransactionalSendEvents.*"],
-                })
+                for n in range(per_receiver):
+                    await self._register_one(session, key, receiver, f"{receiver.url}/{n}", max_batch)
         return key
 
-
+    async def _register_one(self, session: aiohttp.ClientSession, key: str, receiver: Receiver, url: str,
+                            max_batch: int) -> None:
+        cb = await self.call(session, "POST", "/v1/callbacks", key,
+                             {"name": url.rsplit(":", 1)[1], "url": url, "maxBatchSize": max_batch})
+        found: list[dict[str, str]] = []
+        for _ in range(100):
+            found = [h for h in await receiver.handshakes(session) if h["callbackId"] == cb["id"]]
+            if found:
+                break
+            await asyncio.sleep(0.05)
+        await self.call(session, "POST", f"/v1/callbacks/{cb['id']}/verify", key,
+                        {"verificationKey": found[0]["verificationKey"]})
+        await self.call(session, "POST", "/v1/subscriptions", key, {
+            "name": f"all-{cb['id']}", "callbackId": cb["id"],
+            "eventCategoryTypes": ["TransactionalSendEvents.*"],
+        })
 
 
 async def produce(bootstrap: str, topic: str, count: int, keys: int, rate: float = 0.0) -> None:

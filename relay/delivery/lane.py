@@ -81,6 +81,7 @@ class Lane:
         self._in_flight = 0
         self._loaded_upto = 0
         self._backlog = True
+        self._skipped_offer = False
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -94,6 +95,7 @@ class Lane:
         for job in jobs:
             if self._backlog or len(self._window) >= self._config.window:
                 self._backlog = True
+                self._skipped_offer = True
                 break
             if job.id > self._loaded_upto:
                 self._window[job.id] = job
@@ -111,12 +113,15 @@ class Lane:
         if not self._backlog or room < self._config.window // 2:
             return
         highest_held = max(self._window, default=0)
+        self._skipped_offer = False
         jobs = await self._store.load_pending(self.callback_id, self._loaded_upto, room)
         for job in jobs:
             if job.id not in self._window and job.id not in self._in_flight_jobs:
                 self._window[job.id] = job
             self._loaded_upto = max(self._loaded_upto, job.id)
-        if len(jobs) < room:
+        # A short read means the store is drained — unless jobs were offered (and skipped) while
+        # the read ran: they may be newer than its snapshot, so the lane must read again.
+        if len(jobs) < room and not self._skipped_offer:
             self._backlog = False
         if jobs and jobs[0].id < highest_held:  # a replay brought back older jobs
             self._window = dict(sorted(self._window.items()))
