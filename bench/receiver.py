@@ -48,7 +48,10 @@ class Stats:
         for event in events:
             self.latencies.append(now_ms - event["timestampUTC"])
             info = event["info"]
-            seq = int(info["messageKey"][1:])
+            message_key = info["messageKey"]
+            if not message_key[1:].isdigit():  # not from bench.harness.produce (the ceiling's body)
+                continue
+            seq = int(message_key[1:])
             self._mark_seen(path, seq)
             key = (path, info["subscriberKey"])
             if self._last_seq.get(key, -1) > seq:
