@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from relay.config import Settings
@@ -58,10 +58,12 @@ class Ingest:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Held while a batch is processed, and by a rebalance: a revoked partition's last batch
+        # is persisted (and its jobs in the store) before another instance is given it.
+        self._batch_lock = asyncio.Lock()
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            *self._settings.topics,
             bootstrap_servers=self._settings.kafka_bootstrap,
             group_id=self._settings.consumer_group,
             enable_auto_commit=False,
@@ -70,6 +72,7 @@ class Ingest:
             fetch_max_bytes=64 * 1_048_576,
             isolation_level="read_committed",
         )
+        self._consumer.subscribe(list(self._settings.topics), listener=_Ownership(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="ingest")
 
@@ -111,7 +114,8 @@ class Ingest:
                     timeout_ms=200, max_records=self._settings.fetch_max_records
                 )
                 if batch:
-                    await self.process(batch)
+                    async with self._batch_lock:
+                        await self.process(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -157,7 +161,7 @@ class Ingest:
                 events.append((event, account_id, tp.topic, tp.partition, record.offset))
                 for route in index.route(event, account_id):
                     jobs.append(NewJob(event.id, route.callback.id, route.ordering_key, tp.partition,
-                                       route.held_by))
+                                       route.held_by, topic=tp.topic))
 
         started = time.perf_counter()
         new_jobs = await self._store.persist_batch(events, jobs, quarantined)
@@ -194,6 +198,25 @@ class Ingest:
             # The group rebalanced while we worked; the new owner re-reads, and the
             # idempotent persist makes that harmless.
             log.warning("commit_failed_after_rebalance", partitions=len(offsets))
+
+
+class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Partition ownership follows the consumer group: the dispatcher delivers only jobs from
+    partitions this instance consumes."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        ingest = self._ingest
+        async with ingest._batch_lock:
+            await ingest._dispatcher.revoke([(tp.topic, tp.partition) for tp in revoked],
+                                            grace=ingest._settings.delivery_timeout + 1.0)
+        log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._ingest._dispatcher.assign([(tp.topic, tp.partition) for tp in assigned])
+        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
 def _quarantine(record: ConsumerRecord, ref: RecordRef, exc: InvalidEvent,

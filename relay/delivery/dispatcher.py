@@ -3,6 +3,11 @@
 Results are written in groups (one transaction per flush) rather than one commit per attempt:
 the jobs are already durable, so a result lost in a crash only means a re-send with the same
 ``webhook-id`` — which the delivery contract allows.
+
+Ownership: an instance delivers only jobs whose source Kafka partition its consumer owns. On a
+rebalance, ``revoke`` stops new sends, waits (bounded) for those in flight and writes their
+results, so the next owner finds every job in its final or pending state; ``assign`` loads the
+pending and retrying jobs of the new partitions from the store.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -52,6 +57,9 @@ class Dispatcher:
         self._flush_task: asyncio.Task[None] | None = None
         self._listeners: list[ResultListener] = []
         self._lane_listeners: list[LaneEvent] = []
+        self._owned: set[tuple[str, int]] = set()
+        self._requeue_version: int | None = None
+        self._watch_task: asyncio.Task[None] | None = None
 
     def add_listener(self, listener: ResultListener) -> None:
         """Called for every result (metrics, dead-letter topic, callback disabling)."""
@@ -62,11 +70,13 @@ class Dispatcher:
         self._lane_listeners.append(listener)
 
     async def start(self) -> None:
-        for callback_id in await self._store.callbacks_with_pending():
-            self._lane(callback_id)
+        """Lanes appear when partitions are assigned (``assign``), not before."""
         self._flush_task = asyncio.create_task(self._flush_loop(), name="result-writer")
+        self._watch_task = asyncio.create_task(self._watch_requeues(), name="requeue-watch")
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self._watch_task:
+            self._watch_task.cancel()
         await asyncio.gather(*(lane.stop(grace) for lane in self._lanes.values()))
         if self._flush_task:
             self._flush_task.cancel()
@@ -74,17 +84,63 @@ class Dispatcher:
                 await self._flush_task
         await self._flush()
 
+    @property
+    def owned(self) -> frozenset[tuple[str, int]]:
+        return frozenset(self._owned)
+
+    async def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """These partitions are ours now: load their pending and retrying jobs from the store."""
+        self._owned |= set(partitions)
+        for callback_id in await self._store.callbacks_with_pending(sorted(self._owned)):
+            self._lane(callback_id)
+        for lane in self._lanes.values():
+            lane.requeue()
+
+    async def revoke(self, partitions: Iterable[tuple[str, int]], grace: float) -> None:
+        """These partitions go to another instance: no new sends for them, in-flight sends
+        finish (at most ``grace`` seconds), and their results are written before we return."""
+        self._owned -= set(partitions)
+        sends: set[asyncio.Task[None]] = set()
+        for lane in self._lanes.values():
+            sends |= lane.forget()
+        if sends:
+            _, late = await asyncio.wait(sends, timeout=grace)
+            if late:
+                log.warning("revoke_with_sends_in_flight", sends=len(late), grace_s=grace)
+        for lane in self._lanes.values():
+            lane.forget()  # jobs that came back for a retry
+        await self._flush()
+        if self._owned:
+            for lane in self._lanes.values():
+                lane.requeue()
+
     def submit(self, jobs: list[Job]) -> None:
-        """Hand freshly persisted jobs to their lanes."""
+        """Hand freshly persisted jobs to their lanes (only those of partitions we own)."""
         by_callback: dict[str, list[Job]] = defaultdict(list)
         for job in jobs:
-            by_callback[job.callback_id].append(job)
+            if job.source in self._owned:
+                by_callback[job.callback_id].append(job)
         for callback_id, lane_jobs in by_callback.items():
             self._lane(callback_id).offer(lane_jobs)
 
     def requeue(self, callback_id: str) -> None:
         """Jobs of this callback were set back to pending in the store (replay)."""
         self._lane(callback_id).requeue()
+
+    async def _watch_requeues(self, interval: float = 0.5) -> None:
+        """Another instance put jobs back to pending (replay, resumed subscription): reload."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                version = await self._store.requeue_version()
+                if self._requeue_version is not None and version != self._requeue_version and self._owned:
+                    for callback_id in await self._store.callbacks_with_pending(sorted(self._owned)):
+                        self._lane(callback_id)
+                    for lane in self._lanes.values():
+                        lane.requeue()
+                self._requeue_version = version
+            except Exception:
+                log.exception("requeue_watch_failed")
 
     @property
     def lanes(self) -> dict[str, Lane]:
@@ -96,7 +152,8 @@ class Dispatcher:
             lane = Lane(
                 callback_id, callback=self._callbacks, store=self._store, client=self._client,
                 policy=self._policy, config=self._lane_config, global_slots=self._slots,
-                report=self._on_result, notify=self._on_lane_event, clock=self._clock,
+                report=self._on_result, notify=self._on_lane_event, owned=lambda: self._owned,
+                clock=self._clock,
             )
             self._lanes[callback_id] = lane
             lane.start()

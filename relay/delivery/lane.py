@@ -14,7 +14,7 @@ import base64
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +63,11 @@ class Lane:
         global_slots: asyncio.Semaphore,
         report: Callable[[DeliveryResult, Callback], None],
         notify: LaneEvent,
+        owned: Callable[[], Collection[tuple[str, int]] | None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.callback_id = callback_id
+        self._owned = owned
         self._callback = callback
         self._store = store
         self._client = client
@@ -114,7 +116,11 @@ class Lane:
             return
         highest_held = max(self._window, default=0)
         self._skipped_offer = False
-        jobs = await self._store.load_pending(self.callback_id, self._loaded_upto, room)
+        owned = self._owned()
+        if owned is not None and not owned:
+            return
+        jobs = await self._store.load_pending(self.callback_id, self._loaded_upto, room,
+                                              None if owned is None else sorted(owned))
         for job in jobs:
             if job.id not in self._window and job.id not in self._in_flight_jobs:
                 self._window[job.id] = job
@@ -125,6 +131,14 @@ class Lane:
             self._backlog = False
         if jobs and jobs[0].id < highest_held:  # a replay brought back older jobs
             self._window = dict(sorted(self._window.items()))
+
+    def forget(self) -> set[asyncio.Task[None]]:
+        """Partition ownership is changing: drop every job not in flight (the store has them all;
+        the next owner loads them from there) and return the sends still in flight."""
+        self._window = {i: j for i, j in self._window.items() if i in self._in_flight_jobs}
+        self._loaded_upto = 0
+        self._backlog = True
+        return set(self._sends)
 
     @property
     def depth(self) -> int:

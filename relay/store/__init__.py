@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from relay.crypto import SecretBox
 from relay.store.base import Conflict, NotFound, Store
+from relay.store.sql import SqlStore
 from relay.store.sqlite import SqliteStore
 
-__all__ = ["Conflict", "NotFound", "SqliteStore", "Store", "open_store"]
+__all__ = ["Conflict", "NotFound", "SqlStore", "SqliteStore", "Store", "open_store"]
 
 
-def open_store(url: str, box: SecretBox) -> SqliteStore:
+def open_store(url: str, box: SecretBox) -> SqlStore:
     if url.startswith("sqlite:///"):
         return SqliteStore.from_url(url, box)
-    raise NotImplementedError(
-        f"store {url.split(':', 1)[0]} is not available yet; use sqlite:///path/relay.db"
-    )
+    if url.startswith(("postgresql://", "postgres://")):
+        from relay.store.postgres import PostgresStore  # psycopg is only loaded when used
+
+        return PostgresStore(url, box)
+    raise ValueError(f"unsupported store URL {url.split(':', 1)[0]}://…; use sqlite:/// or postgresql://")

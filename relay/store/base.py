@@ -1,4 +1,4 @@
-"""The one interface every store implements (SQLite today; PostgreSQL behind the same methods).
+"""The one interface every store implements (SQLite for one instance, PostgreSQL for several).
 
 Methods are grouped by who calls them: the registry (API), ingest (one transaction per consumed
 batch), and the dispatcher (pending jobs in, grouped delivery results out).
@@ -106,9 +106,15 @@ class Store(Protocol):
     async def list_quarantine(self, limit: int = 100) -> list[QuarantinedRecord]: ...
 
     # -- dispatch -------------------------------------------------------------------------
-    async def callbacks_with_pending(self) -> list[str]: ...
+    async def callbacks_with_pending(self, partitions: Sequence[tuple[str, int]] | None = None) -> list[str]:
+        """Callbacks with pending jobs from these (topic, partition)s; ``None``: from any."""
 
-    async def load_pending(self, callback_id: str, after_id: int, limit: int) -> list[Job]: ...
+    async def load_pending(self, callback_id: str, after_id: int, limit: int,
+                           partitions: Sequence[tuple[str, int]] | None = None) -> list[Job]:
+        """Pending jobs in id order, from these (topic, partition)s; ``None``: from any."""
+
+    async def requeue_version(self) -> int:
+        """Grows whenever jobs go back to pending outside ingest (replay, resumed subscription)."""
 
     async def record_results(self, results: Sequence[DeliveryResult]) -> None:
         """Write a group of attempt outcomes in one transaction."""

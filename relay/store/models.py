@@ -106,6 +106,7 @@ class NewJob:
     ordering_key: str | None
     partition: int
     held_by: str | None = None
+    topic: str = ""
 
 
 @dataclass(slots=True)
@@ -122,6 +123,13 @@ class Job:
     next_attempt_at: float = 0.0
     batch_id: str | None = None
     event_timestamp_ms: int = 0
+    topic: str = ""
+    partition: int = -1
+
+    @property
+    def source(self) -> tuple[str, int]:
+        """The Kafka partition the event came from: the instance owning it owns this job."""
+        return self.topic, self.partition
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -26,8 +27,9 @@ class SlowReadStore(SqliteStore):
         self.release = asyncio.Event()
         self.reading = asyncio.Event()
 
-    async def load_pending(self, callback_id: str, after_id: int, limit: int) -> list[Job]:
-        jobs = await super().load_pending(callback_id, after_id, limit)
+    async def load_pending(self, callback_id: str, after_id: int, limit: int,
+                           partitions: Sequence[tuple[str, int]] | None = None) -> list[Job]:
+        jobs = await super().load_pending(callback_id, after_id, limit, partitions)
         self.reading.set()
         await self.release.wait()
         return jobs

@@ -1,9 +1,9 @@
-"""SQLite queries for the people who run Relay: dead letters, attempts, message status, stats,
-callback health and retention. Mixed into ``SqliteStore``; every query is scoped to an account."""
+"""Queries for the people who run Relay: dead letters, attempts, message status, stats, callback
+health and retention. Mixed into ``SqlStore`` (same dialect rules); every query is scoped to an
+account."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -40,16 +40,16 @@ def _deadletter_filter(account_id: str, filters: dict[str, Any]) -> tuple[str, l
             clauses.append(f"{column} {op} ?")
             params.append(value)
     if filters.get("reason"):
-        clauses.append("d.reason LIKE ?")
-        params.append(f"%{filters['reason']}%")
+        clauses.append("LOWER(d.reason) LIKE ?")
+        params.append(f"%{filters['reason'].lower()}%")
     return " AND ".join(clauses), params
 
 
-class SqliteOperations:
-    """Expects ``_read`` and ``_write`` from ``SqliteStore``."""
+class SqlOperations:
+    """Expects ``_read`` and ``_write`` from ``SqlStore``."""
 
-    _read: Callable[[Callable[[sqlite3.Connection], Any]], Any]
-    _write: Callable[[Callable[[sqlite3.Connection], Any]], Any]
+    _read: Callable[[Callable[[Any], Any]], Any]
+    _write: Callable[[Callable[[Any], Any]], Any]
 
     # -- dead letters ---------------------------------------------------------------------
     async def list_deadletters_page(self, account_id: str, filters: dict[str, Any], after: int,
@@ -62,7 +62,7 @@ class SqliteOperations:
         return [dict(zip(_DEADLETTER_KEYS, row, strict=True)) for row in rows]
 
     async def get_deadletter(self, account_id: str, deadletter_id: int) -> dict[str, Any]:
-        def run(c: sqlite3.Connection) -> dict[str, Any]:
+        def run(c: Any) -> dict[str, Any]:
             row = c.execute(f"{_DEADLETTER_SELECT} WHERE c.account_id = ? AND d.id = ?",
                             (account_id, deadletter_id)).fetchone()
             if row is None:
@@ -78,7 +78,7 @@ class SqliteOperations:
     async def replay_deadletters(self, account_id: str, ids: Sequence[int], now: float) -> list[str]:
         """Put dead jobs back to pending (same batch, so the same webhook-id); returns callbacks."""
 
-        def run(c: sqlite3.Connection) -> list[str]:
+        def run(c: Any) -> list[str]:
             if not ids:
                 return []
             marks = ",".join("?" * len(ids))
@@ -93,6 +93,8 @@ class SqliteOperations:
                 [(now, now, job_id) for _, job_id, _ in rows],
             )
             c.executemany("DELETE FROM deadletters WHERE id = ?", [(row[0],) for row in rows])
+            if rows:
+                bump_requeue_version(c)
             return sorted({row[2] for row in rows})
 
         return await self._write(run)
@@ -100,7 +102,7 @@ class SqliteOperations:
     async def purge_deadletters(self, account_id: str, filters: dict[str, Any]) -> int:
         where, params = _deadletter_filter(account_id, filters)
 
-        def run(c: sqlite3.Connection) -> int:
+        def run(c: Any) -> int:
             ids = [row[0] for row in c.execute(f"SELECT d.id{_DEADLETTER_FROM} WHERE {where}", params)]
             c.executemany("DELETE FROM deadletters WHERE id = ?", [(i,) for i in ids])
             return len(ids)
@@ -121,10 +123,10 @@ class SqliteOperations:
         return await self._read(lambda c: _attempts(c, where, tuple(params), limit))
 
     async def callback_health(self, callback_id: str, since: float) -> dict[str, Any]:
-        def run(c: sqlite3.Connection) -> dict[str, Any]:
+        def run(c: Any) -> dict[str, Any]:
             total, ok, avg_latency = c.execute(
-                "SELECT COUNT(*), SUM(outcome = 'delivered'), AVG(latency_ms) FROM attempts "
-                "WHERE callback_id = ? AND at >= ?", (callback_id, since)).fetchone()
+                "SELECT COUNT(*), SUM(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END), AVG(latency_ms) "
+                "FROM attempts WHERE callback_id = ? AND at >= ?", (callback_id, since)).fetchone()
             last_error = c.execute(
                 "SELECT at, status, error, response_excerpt FROM attempts WHERE callback_id = ? "
                 "AND outcome != 'delivered' ORDER BY id DESC LIMIT 1", (callback_id,)).fetchone()
@@ -148,7 +150,7 @@ class SqliteOperations:
                                limit: int) -> list[dict[str, Any]]:
         column = {"messageKey": "message_key", "subscriberKey": "subscriber_key"}[field]
 
-        def run(c: sqlite3.Connection) -> list[dict[str, Any]]:
+        def run(c: Any) -> list[dict[str, Any]]:
             events = c.execute(
                 f"SELECT id, type, timestamp_ms, body FROM events WHERE account_id = ? AND {column} = ? "
                 "ORDER BY timestamp_ms, id LIMIT ?", (account_id, value, limit)).fetchall()
@@ -188,7 +190,7 @@ class SqliteOperations:
                                deadletters_before: float, batch: int = 5000) -> dict[str, int]:
         """Delete old rows in small transactions so delivery never waits long for the writer."""
 
-        def run(c: sqlite3.Connection) -> dict[str, int]:
+        def run(c: Any) -> dict[str, int]:
             attempts = c.execute(
                 "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE at < ? LIMIT ?)",
                 (attempts_before, batch)).rowcount
@@ -208,7 +210,12 @@ class SqliteOperations:
         return await self._write(run)
 
 
-def _attempts(c: sqlite3.Connection, where: str, params: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
+def bump_requeue_version(c: Any) -> None:
+    """Jobs went back to pending outside ingest: every instance reloads its lanes (they poll this)."""
+    c.execute("UPDATE meta SET value = value + 1 WHERE key = 'requeue_version'")
+
+
+def _attempts(c: Any, where: str, params: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
     rows = c.execute(
         "SELECT id, batch_id, callback_id, job_count, at, status, latency_ms, error, response_excerpt, "
         f"outcome FROM attempts WHERE {where} ORDER BY id LIMIT ?", (*params, limit)).fetchall()

@@ -1,0 +1,630 @@
+"""The SQL every store runs: registry, ingest outbox, dispatch, in one dialect both SQLite and
+PostgreSQL accept (``?`` placeholders, ``ON CONFLICT``, ``RETURNING``, a quoted ``"offset"``).
+
+Each unit of work is one function that takes a DB-API connection and runs as one transaction on
+a thread that owns that connection: one thread hop per transaction rather than one per
+statement. Subclasses provide the connections and the transaction discipline (``_write``,
+``_read``), and their migrations.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import orjson
+
+from relay.crypto import SecretBox
+from relay.events import Event
+from relay.store.base import Conflict, NotFound
+from relay.store.models import (
+    Account,
+    ApiKey,
+    Callback,
+    DeliveryOptions,
+    DeliveryResult,
+    Job,
+    NewJob,
+    QuarantinedRecord,
+    SigningSecret,
+    Subscription,
+)
+from relay.store.sql_ops import SqlOperations, bump_requeue_version
+
+T = TypeVar("T")
+_MAX_PARAMS = 30000
+Partitions = Sequence[tuple[str, int]]
+
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Any: ...
+
+
+class Connection(Protocol):
+    """The slice of DB-API both sqlite3 and the PostgreSQL adapter provide."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Cursor: ...
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
+
+
+# Both drivers' unique-violation errors are reported as this one by the PostgreSQL adapter too.
+IntegrityError = sqlite3.IntegrityError
+
+
+class SqlStore(SqlOperations):
+    def __init__(self, box: SecretBox) -> None:
+        self._box = box
+
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one write transaction."""
+        raise NotImplementedError
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        raise NotImplementedError
+
+    async def ping(self) -> None:
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+
+    # -- registry -------------------------------------------------------------------------
+    async def create_account(self, account: Account, key: ApiKey) -> None:
+        def run(c: Connection) -> None:
+            try:
+                c.execute(
+                    "INSERT INTO accounts (id, name, mid, created_at) VALUES (?, ?, ?, ?)",
+                    (account.id, account.name, account.mid, account.created_at),
+                )
+            except IntegrityError:
+                raise Conflict(f"an account with mid {account.mid} already exists") from None
+            _insert_key(c, key)
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        await self._write(lambda c: _insert_key(c, key))
+
+    async def list_api_keys(self, account_id: str) -> list[ApiKey]:
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE account_id = ? ORDER BY created_at",
+            (account_id,),
+        ).fetchall())
+        return [ApiKey(*row) for row in rows]
+
+    async def revoke_api_key(self, account_id: str, key_id: str, now: float) -> None:
+        def run(c: Connection) -> None:
+            cursor = c.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) "
+                "WHERE id = ? AND account_id = ?",
+                (now, key_id, account_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"api key {key_id} not found")
+
+        await self._write(run)
+
+    async def account_for_key(self, api_key_hash: str) -> Account | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT a.id, a.name, a.mid, a.created_at FROM api_keys k "
+                "JOIN accounts a ON a.id = k.account_id "
+                "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+                (api_key_hash,),
+            ).fetchone()
+        )
+        return Account(*row) if row else None
+
+    async def get_account(self, account_id: str) -> Account:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT id, name, mid, created_at FROM accounts WHERE id = ?", (account_id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"account {account_id} not found")
+        return Account(*row)
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT id, name, mid, created_at FROM accounts ORDER BY created_at"
+            ).fetchall()
+        )
+        return [Account(*row) for row in rows]
+
+    def _seal_secrets(self, callback_id: str, secrets: Sequence[SigningSecret]) -> bytes:
+        plain = orjson.dumps(
+            [{"s": s.secret, "c": s.created_at, "e": s.expires_at} for s in secrets]
+        )
+        return self._box.seal(plain, context=callback_id.encode())
+
+    def _open_secrets(self, callback_id: str, sealed: bytes) -> tuple[SigningSecret, ...]:
+        items = orjson.loads(self._box.open(sealed, context=callback_id.encode()))
+        return tuple(SigningSecret(i["s"], i["c"], i["e"]) for i in items)
+
+    async def create_callback(self, callback: Callback) -> None:
+        sealed = self._seal_secrets(callback.id, callback.secrets)
+
+        def run(c: Connection) -> None:
+            c.execute(
+                "INSERT INTO callbacks (id, account_id, name, url, max_batch_size, secrets, "
+                "verified, enabled, disabled_reason, ens_signature, created_at, delivery_options, "
+                "failing_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    callback.id, callback.account_id, callback.name, callback.url,
+                    callback.max_batch_size, sealed, int(callback.verified),
+                    int(callback.enabled), callback.disabled_reason,
+                    int(callback.ens_signature), callback.created_at,
+                    orjson.dumps(callback.options.to_json()), callback.failing_since,
+                ),
+            )
+            _bump_version(c)
+
+        await self._write(run)
+
+    _CALLBACK_COLUMNS = (
+        "id, account_id, name, url, max_batch_size, secrets, verified, enabled, "
+        "disabled_reason, ens_signature, created_at, delivery_options, failing_since"
+    )
+
+    def _callback(self, row: Any) -> Callback:
+        return Callback(
+            id=row[0], account_id=row[1], name=row[2], url=row[3], max_batch_size=row[4],
+            secrets=self._open_secrets(row[0], row[5]), verified=bool(row[6]),
+            enabled=bool(row[7]), disabled_reason=row[8], ens_signature=bool(row[9]),
+            created_at=row[10], options=DeliveryOptions.from_json(orjson.loads(row[11])),
+            failing_since=row[12],
+        )
+
+    async def get_callback(self, callback_id: str, account_id: str | None = None) -> Callback:
+        sql = f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks WHERE id = ?"
+        params: tuple[Any, ...] = (callback_id,)
+        if account_id is not None:
+            sql += " AND account_id = ?"
+            params += (account_id,)
+        row = await self._read(lambda c: c.execute(sql, params).fetchone())
+        if row is None:
+            raise NotFound(f"callback {callback_id} not found")
+        return self._callback(row)
+
+    async def list_callbacks(self, account_id: str | None = None) -> list[Callback]:
+        sql = f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks"
+        params: tuple[Any, ...] = ()
+        if account_id is not None:
+            sql += " WHERE account_id = ?"
+            params = (account_id,)
+        rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
+        return [self._callback(row) for row in rows]
+
+    async def update_callback(self, callback: Callback) -> None:
+        """Write every mutable field of a callback (the API reads, changes, writes back)."""
+        sealed = self._seal_secrets(callback.id, callback.secrets)
+
+        def run(c: Connection) -> None:
+            c.execute(
+                "UPDATE callbacks SET name = ?, url = ?, max_batch_size = ?, secrets = ?, "
+                "verified = ?, enabled = ?, disabled_reason = ?, ens_signature = ?, "
+                "delivery_options = ? WHERE id = ? AND account_id = ?",
+                (
+                    callback.name, callback.url, callback.max_batch_size, sealed,
+                    int(callback.verified), int(callback.enabled), callback.disabled_reason,
+                    int(callback.ens_signature), orjson.dumps(callback.options.to_json()),
+                    callback.id, callback.account_id,
+                ),
+            )
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def delete_callback(self, callback_id: str, account_id: str) -> None:
+        def run(c: Connection) -> None:
+            owned = c.execute(
+                "SELECT 1 FROM callbacks WHERE id = ? AND account_id = ?", (callback_id, account_id)
+            ).fetchone()
+            if owned is None:
+                raise NotFound(f"callback {callback_id} not found")
+            used = c.execute(
+                "SELECT COUNT(*) FROM subscriptions WHERE callback_id = ?", (callback_id,)
+            ).fetchone()[0]
+            if used:
+                raise Conflict(f"callback {callback_id} is used by {used} subscription(s)")
+            c.execute("DELETE FROM callbacks WHERE id = ?", (callback_id,))
+            c.execute("DELETE FROM jobs WHERE callback_id = ? AND state IN ('pending', 'held')",
+                      (callback_id,))
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def set_failing_since(self, callback_id: str, since: float | None) -> None:
+        """Not a registry change: routing does not need to reload for it."""
+        await self._write(lambda c: c.execute(
+            "UPDATE callbacks SET failing_since = ? WHERE id = ?", (since, callback_id)
+        ))
+
+    async def assign_batch(self, batch_id: str, job_ids: Sequence[int]) -> None:
+        """Pin a batch's composition before its first POST, so a crash re-sends the same
+        ``webhook-id``."""
+        await self._write(lambda c: c.executemany(
+            "UPDATE jobs SET batch_id = ? WHERE id = ?", [(batch_id, j) for j in job_ids]
+        ))
+
+    async def set_callback_enabled(
+        self, callback_id: str, enabled: bool, reason: str | None
+    ) -> None:
+        def run(c: Connection) -> None:
+            c.execute(
+                "UPDATE callbacks SET enabled = ?, disabled_reason = ? WHERE id = ?",
+                (int(enabled), None if enabled else reason, callback_id),
+            )
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def set_verification(self, callback_id: str, key_hash: str, expires_at: float) -> None:
+        await self._write(lambda c: c.execute(
+            "UPDATE callbacks SET verification_hash = ?, verification_expires_at = ? WHERE id = ?",
+            (key_hash, expires_at, callback_id),
+        ))
+
+    async def confirm_verification(
+        self, callback_id: str, account_id: str, key_hash: str, now: float
+    ) -> str:
+        """'verified', 'already', 'mismatch' or 'expired'. A key works once."""
+
+        def run(c: Connection) -> str:
+            row = c.execute(
+                "SELECT verified, verification_hash, verification_expires_at FROM callbacks "
+                "WHERE id = ? AND account_id = ?",
+                (callback_id, account_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"callback {callback_id} not found")
+            verified, expected, expires_at = row
+            if expected is None:
+                return "already" if verified else "mismatch"
+            if not hmac.compare_digest(expected, key_hash):
+                return "mismatch"
+            if expires_at is not None and expires_at < now:
+                return "expired"
+            c.execute(
+                "UPDATE callbacks SET verified = 1, verification_hash = NULL, "
+                "verification_expires_at = NULL WHERE id = ?",
+                (callback_id,),
+            )
+            _bump_version(c)
+            return "verified"
+
+        return await self._write(run)
+
+    async def create_subscription(self, subscription: Subscription) -> None:
+        s = subscription
+
+        def run(c: Connection) -> None:
+            _check_callback_room(c, s)
+            try:
+                c.execute(
+                    "INSERT INTO subscriptions (id, account_id, name, callback_id, event_types, "
+                    "filters, status, status_reason, ordering, on_pause, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        s.id, s.account_id, s.name, s.callback_id, orjson.dumps(s.event_types),
+                        orjson.dumps(s.filters), s.status, s.status_reason, s.ordering,
+                        s.on_pause, s.created_at,
+                    ),
+                )
+            except IntegrityError:
+                raise Conflict(f"a subscription named {s.name!r} already exists") from None
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def update_subscription(self, subscription: Subscription) -> None:
+        s = subscription
+
+        def run(c: Connection) -> None:
+            _check_callback_room(c, s)
+            try:
+                cursor = c.execute(
+                    "UPDATE subscriptions SET name = ?, callback_id = ?, event_types = ?, "
+                    "filters = ?, status = ?, status_reason = ?, ordering = ?, on_pause = ? "
+                    "WHERE id = ? AND account_id = ?",
+                    (
+                        s.name, s.callback_id, orjson.dumps(s.event_types),
+                        orjson.dumps(s.filters), s.status, s.status_reason, s.ordering,
+                        s.on_pause, s.id, s.account_id,
+                    ),
+                )
+            except IntegrityError:
+                raise Conflict(f"a subscription named {s.name!r} already exists") from None
+            if cursor.rowcount == 0:
+                raise NotFound(f"subscription {s.id} not found")
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def delete_subscription(self, subscription_id: str, account_id: str) -> None:
+        def run(c: Connection) -> None:
+            cursor = c.execute(
+                "DELETE FROM subscriptions WHERE id = ? AND account_id = ?",
+                (subscription_id, account_id),
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"subscription {subscription_id} not found")
+            c.execute("UPDATE jobs SET state = 'dropped' WHERE state = 'held' AND held_by = ?",
+                      (subscription_id,))
+            _bump_version(c)
+
+        await self._write(run)
+
+    async def release_held(self, subscription_id: str) -> list[str]:
+        """Held jobs of a resumed subscription become pending; returns their callbacks."""
+
+        def run(c: Connection) -> list[str]:
+            rows = c.execute(
+                "UPDATE jobs SET state = 'pending', held_by = NULL "
+                "WHERE state = 'held' AND held_by = ? RETURNING callback_id",
+                (subscription_id,),
+            ).fetchall()
+            if rows:
+                bump_requeue_version(c)
+            return sorted({row[0] for row in rows})
+
+        return await self._write(run)
+
+    _SUBSCRIPTION_COLUMNS = (
+        "id, account_id, name, callback_id, event_types, filters, status, status_reason, "
+        "ordering, created_at, on_pause"
+    )
+
+    @staticmethod
+    def _subscription(r: Any) -> Subscription:
+        return Subscription(
+            id=r[0], account_id=r[1], name=r[2], callback_id=r[3],
+            event_types=tuple(orjson.loads(r[4])), filters=tuple(orjson.loads(r[5])),
+            status=r[6], status_reason=r[7], ordering=r[8], created_at=r[9], on_pause=r[10],
+        )
+
+    async def get_subscription(self, subscription_id: str, account_id: str) -> Subscription:
+        row = await self._read(lambda c: c.execute(
+            f"SELECT {self._SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ? AND account_id = ?",
+            (subscription_id, account_id),
+        ).fetchone())
+        if row is None:
+            raise NotFound(f"subscription {subscription_id} not found")
+        return self._subscription(row)
+
+    async def list_subscriptions(self, account_id: str | None = None) -> list[Subscription]:
+        sql = f"SELECT {self._SUBSCRIPTION_COLUMNS} FROM subscriptions"
+        params: tuple[Any, ...] = ()
+        if account_id is not None:
+            sql += " WHERE account_id = ?"
+            params = (account_id,)
+        rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
+        return [self._subscription(r) for r in rows]
+
+    async def registry_version(self) -> int:
+        row = await self._read(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = 'registry_version'").fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    async def requeue_version(self) -> int:
+        row = await self._read(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = 'requeue_version'").fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    # -- ingest ---------------------------------------------------------------------------
+    async def persist_batch(
+        self,
+        events: Sequence[tuple[Event, str, str, int, int]],
+        jobs: Sequence[NewJob],
+        quarantined: Sequence[QuarantinedRecord],
+    ) -> list[Job]:
+        now = time.time()
+
+        def run(c: Connection) -> list[Job]:
+            if events:
+                c.executemany(
+                    "INSERT INTO events (id, account_id, type, mid, timestamp_ms, "
+                    'subscriber_key, message_key, body, topic, partition, "offset", received_at) '
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    [
+                        (
+                            e.id, account_id, e.type, e.mid, e.timestamp_ms, e.subscriber_key,
+                            e.message_key, e.body, topic, partition, offset, now,
+                        )
+                        for e, account_id, topic, partition, offset in events
+                    ],
+                )
+            if quarantined:
+                c.executemany(
+                    'INSERT INTO quarantine (topic, partition, "offset", reason, detail, raw, '
+                    "key, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (q.topic, q.partition, q.offset, q.reason, q.detail, q.raw, q.key, q.at)
+                        for q in quarantined
+                    ],
+                )
+            return _insert_jobs(c, jobs, now)
+
+        inserted = await self._write(run)
+        by_id = {e.id: e for e, *_ in events}
+        for job in inserted:
+            event = by_id[job.event_id]
+            job.body = event.body
+            job.event_timestamp_ms = event.timestamp_ms
+        return inserted
+
+    async def list_quarantine(self, limit: int = 100) -> list[QuarantinedRecord]:
+        rows = await self._read(
+            lambda c: c.execute(
+                'SELECT topic, partition, "offset", reason, detail, raw, key, at FROM quarantine '
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [QuarantinedRecord(*row) for row in rows]
+
+    # -- dispatch -------------------------------------------------------------------------
+    async def callbacks_with_pending(self, partitions: Partitions | None = None) -> list[str]:
+        where, params = _owned("", partitions)
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT DISTINCT callback_id FROM jobs WHERE state = 'pending'{where}", params
+        ).fetchall())
+        return [row[0] for row in rows]
+
+    async def load_pending(self, callback_id: str, after_id: int, limit: int,
+                           partitions: Partitions | None = None) -> list[Job]:
+        where, params = _owned("j.", partitions)
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT j.id, j.event_id, j.callback_id, j.ordering_key, e.body, j.created_at, "
+                "j.attempts, j.next_attempt_at, j.batch_id, e.timestamp_ms, j.topic, j.partition "
+                "FROM jobs j JOIN events e ON e.id = j.event_id "
+                f"WHERE j.callback_id = ? AND j.state = 'pending' AND j.id > ?{where} "
+                "ORDER BY j.id LIMIT ?",
+                (callback_id, after_id, *params, limit),
+            ).fetchall()
+        )
+        return [Job(*row) for row in rows]
+
+    async def record_results(self, results: Sequence[DeliveryResult]) -> None:
+        if not results:
+            return
+        now = time.time()
+
+        def run(c: Connection) -> None:
+            c.executemany(
+                "INSERT INTO attempts (batch_id, callback_id, job_count, at, status, latency_ms, "
+                "error, response_excerpt, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.attempt.batch_id, r.attempt.callback_id, len(r.attempt.job_ids),
+                        r.attempt.at, r.attempt.status, r.attempt.latency_ms, r.attempt.error,
+                        r.attempt.response_excerpt, r.outcome,
+                    )
+                    for r in results
+                ],
+            )
+            delivered: list[tuple[str, float, int]] = []
+            retry: list[tuple[str, float, int]] = []
+            dead: list[tuple[str, float, int]] = []
+            for r in results:
+                for job_id in r.attempt.job_ids:
+                    if r.outcome == "delivered":
+                        delivered.append((r.attempt.batch_id, now, job_id))
+                    elif r.outcome == "retry":
+                        retry.append((r.attempt.batch_id, r.next_attempt_at, job_id))
+                    else:
+                        dead.append((r.attempt.batch_id, now, job_id))
+            c.executemany(
+                "UPDATE jobs SET state = 'delivered', batch_id = ?, attempts = attempts + 1, "
+                "finished_at = ? WHERE id = ?",
+                delivered,
+            )
+            c.executemany(
+                "UPDATE jobs SET batch_id = ?, attempts = attempts + 1, next_attempt_at = ? "
+                "WHERE id = ?",
+                retry,
+            )
+            c.executemany(
+                "UPDATE jobs SET state = 'dead', batch_id = ?, attempts = attempts + 1, "
+                "finished_at = ? WHERE id = ?",
+                dead,
+            )
+            c.executemany(
+                "INSERT INTO deadletters (job_id, batch_id, callback_id, reason, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET batch_id = excluded.batch_id, "
+                "reason = excluded.reason, created_at = excluded.created_at",
+                [
+                    (job_id, r.attempt.batch_id, r.attempt.callback_id, r.reason, now)
+                    for r in results
+                    if r.outcome == "dead"
+                    for job_id in r.attempt.job_ids
+                ],
+            )
+
+        await self._write(run)
+
+    async def count_jobs(self, state: str | None = None) -> int:
+        sql, params = "SELECT COUNT(*) FROM jobs", ()
+        if state is not None:
+            sql, params = sql + " WHERE state = ?", (state,)
+        row = await self._read(lambda c: c.execute(sql, params).fetchone())
+        return int(row[0])
+
+
+_KEY_COLUMNS = "id, account_id, key_hash, prefix, name, created_at, revoked_at"
+MAX_SUBSCRIPTIONS_PER_CALLBACK = 200
+
+
+def _insert_key(c: Connection, key: ApiKey) -> None:
+    c.execute(
+        f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key.id, key.account_id, key.key_hash, key.prefix, key.name, key.created_at,
+         key.revoked_at),
+    )
+
+
+def _check_callback_room(c: Connection, s: Subscription) -> None:
+    """The callback must belong to the account and carry fewer than 200 other subscriptions."""
+    owner = c.execute("SELECT account_id FROM callbacks WHERE id = ?", (s.callback_id,)).fetchone()
+    if owner is None or owner[0] != s.account_id:
+        raise NotFound(f"callback {s.callback_id} not found")
+    others = c.execute(
+        "SELECT COUNT(*) FROM subscriptions WHERE callback_id = ? AND id != ?",
+        (s.callback_id, s.id),
+    ).fetchone()[0]
+    if others >= MAX_SUBSCRIPTIONS_PER_CALLBACK:
+        raise Conflict(f"callback {s.callback_id} already has {MAX_SUBSCRIPTIONS_PER_CALLBACK} subscriptions")
+
+
+def _owned(prefix: str, partitions: Partitions | None) -> tuple[str, tuple[Any, ...]]:
+    """A filter to the partitions this instance owns; ``None`` means all of them."""
+    if partitions is None:
+        return "", ()
+    if not partitions:
+        return " AND 1 = 0", ()
+    rows = ", ".join(["(?, ?)"] * len(partitions))
+    return (f" AND ({prefix}topic, {prefix}partition) IN (VALUES {rows})",
+            tuple(v for tp in partitions for v in tp))
+
+
+def _bump_version(c: Connection) -> None:
+    c.execute("UPDATE meta SET value = value + 1 WHERE key = 'registry_version'")
+
+
+def _insert_jobs(c: Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
+    """Multi-row INSERT … RETURNING, so only jobs that did not exist come back, with their ids."""
+    inserted: list[Job] = []
+    per_row = 9
+    chunk = _MAX_PARAMS // per_row
+    for start in range(0, len(jobs), chunk):
+        part = jobs[start : start + chunk]
+        placeholders = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
+        params: list[Any] = []
+        for job in part:
+            state = "pending" if job.held_by is None else "held"
+            params += (job.event_id, job.callback_id, job.ordering_key, job.topic, job.partition, now, now,
+                       state, job.held_by)
+        rows = c.execute(
+            "INSERT INTO jobs (event_id, callback_id, ordering_key, topic, partition, next_attempt_at, "
+            f"created_at, state, held_by) VALUES {placeholders} "
+            "ON CONFLICT (event_id, callback_id) DO NOTHING "
+            "RETURNING id, event_id, callback_id, ordering_key, created_at, state, topic, partition",
+            params,
+        ).fetchall()
+        inserted += [Job(r[0], r[1], r[2], r[3], b"", r[4], 0, r[4], topic=r[6], partition=r[7])
+                     for r in rows if r[5] == "pending"]
+    inserted.sort(key=lambda j: j.id)
+    return inserted
