@@ -1,4 +1,7 @@
-"""Session fixtures: one real Kafka broker (ours, or the one RELAY_KAFKA_BOOTSTRAP names)."""
+"""Session fixtures: one real Kafka broker (ours, or the one RELAY_KAFKA_BOOTSTRAP names) and,
+when needed, one real PostgreSQL server (ours, or the one RELAY_TEST_POSTGRES_URL names).
+
+``RELAY_TEST_STORE=postgres`` runs every test on PostgreSQL (a fresh schema per relay)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import pytest
 
 from tests.helpers.harness import RelayHarness, settings_for
 from tests.helpers.kafka import KafkaBroker, free_port, wait_for_metadata
+from tests.helpers.postgres import URL_VARIABLE, PostgresServer, testing_postgres
 from tests.helpers.receiver import RecordingReceiver
 
 
@@ -30,6 +34,30 @@ def kafka() -> Iterator[KafkaBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """The base URL of a PostgreSQL server; per-relay schemas come from ``fresh_store_url``."""
+    url = os.environ.get(URL_VARIABLE)
+    if url:
+        yield url
+        return
+    server = PostgresServer()
+    os.environ[URL_VARIABLE] = url = server.start()
+    try:
+        yield url
+    finally:
+        del os.environ[URL_VARIABLE]
+        server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def store_backend(request: pytest.FixtureRequest) -> str:
+    if testing_postgres():
+        request.getfixturevalue("postgres")
+        return "postgres"
+    return "sqlite"
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import aiohttp
 from relay.app import Relay
 from relay.config import Settings, load_settings
 from tests.helpers.kafka import free_port
+from tests.helpers.postgres import URL_VARIABLE, fresh_store_url, testing_postgres
 from tests.helpers.receiver import RecordingReceiver
 
 ADMIN_KEY = "test-admin-key"
@@ -42,6 +44,8 @@ def settings_values(bootstrap: str, data_dir: Path, **overrides: Any) -> dict[st
         "delivery_timeout": "2s",
         "log_level": "warning",
     }
+    if testing_postgres():
+        values["store_url"] = fresh_store_url(os.environ[URL_VARIABLE])
     values.update(overrides)
     return values
 

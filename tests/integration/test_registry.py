@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 import pytest
 
 from relay.samples import sample_event
@@ -350,8 +351,15 @@ async def test_secrets_are_encrypted_at_rest(relay: RelayHarness, receiver: Reco
     secret_b64 = cb["secret"].removeprefix("whsec_").encode()
     await asyncio.sleep(0.2)
     data_dir = Path(relay.settings.data_dir)
-    raw = b"".join(p.read_bytes() for p in data_dir.glob("relay.db*"))
-    assert raw, "the database files exist"
+    url = relay.settings.resolved_store_url
+    if url.startswith("postgresql://"):
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT secrets, NULL FROM callbacks UNION ALL "
+                                "SELECT convert_to(key_hash, 'UTF8'), convert_to(prefix, 'UTF8') FROM api_keys")
+            raw = b"".join(bytes(v) for row in rows for v in row if v is not None)
+    else:
+        raw = b"".join(p.read_bytes() for p in data_dir.glob("relay.db*"))
+    assert raw, "the stored rows exist"
     assert secret_b64 not in raw and cb["secret"].encode() not in raw
     assert tenant.api.key.encode() not in raw
     key_file = data_dir / "master.key"
