@@ -119,6 +119,13 @@ class RelayProcess:
         self.data_dir = data_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def sibling(self, data_dir: Path) -> RelayProcess:
+        """Another instance of the same relay: same topic, group, store and keys; its own API."""
+        other = RelayProcess.__new__(RelayProcess)
+        other.topic, other.api, other.data_dir, other.proc = self.topic, f"127.0.0.1:{free_port()}", data_dir, None
+        other.env = {**self.env, "RELAY_API_LISTEN": other.api, "RELAY_DATA_DIR": str(data_dir)}
+        return other
+
     def spawn(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "relay.cli", "serve"]

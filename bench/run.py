@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime as dt
 import os
 import platform
@@ -17,19 +18,22 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 
 from bench.harness import Receiver, RelayProcess, free_port, produce
 from bench.plot import plot_latencies
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("compare", "single", "batched", "batched_1000", "fanout", "isolation", "retry_storm",
-             "backlog_drain", "ordering", "latency", "dashboards")
+             "backlog_drain", "ordering", "latency", "dashboards", "instances")
+PG_SH = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "pg.sh"
 # The issue's targets for this 2-core machine: (figure, comparison, goal).
 TARGETS: dict[str, list[tuple[str, str, float]]] = {
     "compare": [("ratio_to_ceiling", ">=", 0.5), ("ratio_to_naive", ">=", 10)],
@@ -233,6 +237,53 @@ class Scenario:
                 "produce_seconds": round(produced - started, 1),
                 "note": "latency counts from the event's timestamp, so it includes the outage"}
 
+    async def instances(self, scale: float) -> dict[str, Any]:
+        """Issue 9: batched throughput with 1, 2 and 3 instances on PostgreSQL (and 1 on SQLite),
+        each instance's CPU, and the store write rate (events persisted per second) per instance."""
+        events = int(200000 * scale)
+        pg_home = self.workdir / "pg"
+        pg_home.mkdir(mode=0o755)
+        pg_env = {**os.environ, "PG_PORT": str(free_port()), "PG_HOME_DIR": str(pg_home)}
+        await _pg("up", pg_env)
+        base = await _pg("url", pg_env)
+        results: dict[str, Any] = {}
+        try:
+            results["sqlite_1"] = await self._instances("sqlite", 1, events, "")
+            for count in (1, 2, 3):
+                results[f"postgres_{count}"] = await self._instances("postgres", count, events, base)
+        finally:
+            await _pg("down", pg_env)
+        return {f"{name}_{key}": value for name, run in results.items() for key, value in run.items()}
+
+    async def _instances(self, store: str, count: int, events: int, pg_base: str) -> dict[str, Any]:
+        settings: dict[str, Any] = {"master_key": base64.b64encode(os.urandom(32)).decode()}
+        if store == "postgres":
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(pg_base, autocommit=True) as conn:
+                conn.execute(f"CREATE SCHEMA {schema}")
+            settings["store_url"] = f"{pg_base}?options=-csearch_path%3D{schema}"
+        receiver = await Receiver(free_port()).start()
+        first = RelayProcess(self.bootstrap, self.workdir / f"{store}-{count}-0", **settings)
+        relays = [first] + [first.sibling(self.workdir / f"{store}-{count}-{n}") for n in range(1, count)]
+        try:
+            await first.start()
+            await first.register([receiver], max_batch=100)
+            first.stop()
+            await produce(self.bootstrap, first.topic, events, 10000)
+            await asyncio.gather(*(relay.start() for relay in relays))
+            cpu0 = [relay.usage()[0] for relay in relays]
+            [stats] = await wait_events([receiver], events, 600)
+            cpu1 = [relay.usage()[0] for relay in relays]
+        finally:
+            for relay in relays:
+                relay.stop()
+            receiver.stop()
+        span = stats["last"] - stats["first"]
+        rate = stats["events"] / span
+        return {"events_per_s": round(rate), "store_writes_per_s_per_instance": round(rate / count),
+                "cpu_s_per_instance": [round(b - a, 1) for a, b in zip(cpu0, cpu1, strict=True)],
+                "complete": stats["events"] >= events}
+
     async def dashboards(self, scale: float) -> dict[str, Any]:
         """Ingest rate with 5 dashboards streaming activity, against none, in the same run."""
         quiet = await self._ingest_rate("dash-quiet", int(100000 * scale), streams=0)
@@ -278,6 +329,15 @@ async def _jobs_created(session: aiohttp.ClientSession, api: str) -> int:
             if line.startswith("relay_jobs_created_total "):
                 return int(float(line.split()[1]))
     return 0
+
+
+async def _pg(command: str, env: dict[str, str]) -> str:
+    """deploy/postgres/pg.sh with durable settings (no PG_FAST): a fair store for the benchmark."""
+    proc = await asyncio.create_subprocess_exec(str(PG_SH), command, env=env, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"pg.sh {command} exited {proc.returncode}")
+    return out.decode().strip()
 
 
 async def _run_json(*command: str) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""Several relay instances on one PostgreSQL store and one consumer group (6 partitions).
+
+Each instance is a real ``relay serve`` process; the receiver fails a share of first attempts,
+so retries are pending in the store when an instance dies and must continue elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.helpers.harness import ADMIN_KEY, ApiClient, create_tenant, settings_values
+from tests.helpers.kafka import KafkaBroker, free_port
+from tests.helpers.postgres import fresh_store_url
+from tests.helpers.process import RelayProcess
+from tests.helpers.receiver import Received, RecordingReceiver
+from tests.integration.test_crashes import assert_per_key_order, events_for, stream, webhook_ids_by_event
+
+pytestmark = pytest.mark.kafka
+
+
+def cluster(kafka: KafkaBroker, postgres: str, tmp_path: Path) -> list[dict[str, Any]]:
+    """Settings for three instances: shared store, topics, group and master key; own API port."""
+    shared = settings_values(kafka.bootstrap, tmp_path / "data-0", store_url=fresh_store_url(postgres),
+                             master_key=base64.b64encode(os.urandom(32)).decode(), batch_linger="2ms",
+                             retry_schedule="0,300ms,600ms", log_level="info")
+    return [{**shared, "data_dir": str(tmp_path / f"data-{n}"), "api_listen": f"127.0.0.1:{free_port()}"}
+            for n in range(3)]
+
+
+def flaky(share: float, seed: int) -> Any:
+    """Fail ``share`` of first attempts with 500, so retries are pending at any moment."""
+    rng = random.Random(seed)
+    tried: set[str] = set()
+
+    def respond(received: Received) -> int:
+        webhook_id = received.headers["webhook-id"]
+        if webhook_id not in tried:
+            tried.add(webhook_id)
+            if rng.random() < share:
+                return 500
+        return 200
+
+    return respond
+
+
+async def register(base: str, receiver: RecordingReceiver) -> str:
+    admin = ApiClient(base, ADMIN_KEY)
+    tenant = await create_tenant(admin)
+    callback = await tenant.add_callback(receiver, maxBatchSize=1)
+    await tenant.subscribe(callback["id"], ["TransactionalSendEvents.*"])
+    await admin.close()
+    await tenant.api.close()
+    await asyncio.sleep(1.2)  # every instance's routing reloads within a second
+    return tenant.mid
+
+
+def last_assignment(log: Path) -> set[str]:
+    """The partitions an instance was given in its latest rebalance, from its JSON log."""
+    assigned: list[str] = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{") and '"partitions_assigned"' in line:
+            assigned = orjson.loads(line)["partitions"]
+    return set(assigned)
+
+
+def assert_complete(receiver: RecordingReceiver, count: int) -> None:
+    ids = webhook_ids_by_event(receiver)
+    assert len(ids) == count
+    assert all(len(hooks) == 1 for hooks in ids.values()), "a re-send came with a new webhook-id"
+    assert_per_key_order(receiver)
+
+
+async def test_kill_9_one_of_three_instances_mid_stream(kafka: KafkaBroker, postgres: str, tmp_path: Path) -> None:
+    instances = [RelayProcess(v, tmp_path / f"relay-{n}.log") for n, v in enumerate(cluster(kafka, postgres, tmp_path))]
+    receiver = await RecordingReceiver(responder=flaky(0.2, 9)).start()
+    try:
+        await asyncio.gather(*(i.start() for i in instances))
+        mid = await register(instances[0].base, receiver)
+        events = events_for(mid, 1200, keys=30)
+        producer = asyncio.create_task(stream(kafka.bootstrap, instances[0].values["topics"][0], events, 40, 0.05))
+        await receiver.wait_for(lambda: len(receiver.delivered()) >= 150, timeout=60)
+        instances[1].kill()
+        await producer
+        await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 1200, timeout=120)
+        assert_complete(receiver, 1200)
+        survivors = [last_assignment(tmp_path / f"relay-{n}.log") for n in (0, 2)]
+        assert len(survivors[0] | survivors[1]) == 6 and not survivors[0] & survivors[1]
+    finally:
+        for instance in instances:
+            instance.ensure_stopped()
+        await receiver.stop()
+
+
+async def test_an_instance_added_mid_stream_takes_partitions_without_loss(
+        kafka: KafkaBroker, postgres: str, tmp_path: Path) -> None:
+    instances = [RelayProcess(v, tmp_path / f"relay-{n}.log") for n, v in enumerate(cluster(kafka, postgres, tmp_path))]
+    receiver = await RecordingReceiver(responder=flaky(0.2, 11)).start()
+    try:
+        await asyncio.gather(*(i.start() for i in instances[:2]))
+        mid = await register(instances[0].base, receiver)
+        events = events_for(mid, 1200, keys=30)
+        producer = asyncio.create_task(stream(kafka.bootstrap, instances[0].values["topics"][0], events, 40, 0.05))
+        await receiver.wait_for(lambda: len(receiver.delivered()) >= 150, timeout=60)
+        await instances[2].start()
+        await producer
+        await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 1200, timeout=120)
+        assert_complete(receiver, 1200)
+        owned = [last_assignment(tmp_path / f"relay-{n}.log") for n in range(3)]
+        assert all(owned) and len(owned[0] | owned[1] | owned[2]) == 6
+    finally:
+        for instance in instances:
+            instance.ensure_stopped()
+        await receiver.stop()
+
+
+async def test_every_instance_serves_the_same_api_and_routing_follows_within_a_second(
+        kafka: KafkaBroker, postgres: str, tmp_path: Path) -> None:
+    instances = [RelayProcess(v, tmp_path / f"relay-{n}.log") for n, v in enumerate(cluster(kafka, postgres, tmp_path))]
+    receiver = await RecordingReceiver().start()
+    try:
+        await asyncio.gather(*(i.start() for i in instances))
+        logs = [tmp_path / f"relay-{n}.log" for n in range(3)]
+        for _ in range(300):  # the group settles: each instance owns two of the six partitions
+            if all(last_assignment(log) for log in logs):
+                break
+            await asyncio.sleep(0.1)
+        admin = ApiClient(instances[0].base, ADMIN_KEY)
+        tenant = await create_tenant(admin)
+        callback = await tenant.add_callback(receiver, maxBatchSize=1)
+        views = []
+        for instance in instances:
+            client = ApiClient(instance.base, tenant.api.key)
+            views.append([(await client.call("GET", "/v1/callbacks", expect=200))[1],
+                          (await client.call("GET", f"/v1/callbacks/{callback['id']}", expect=200))[1]])
+            await client.close()
+        assert views[0] == views[1] == views[2]
+
+        # A subscription made on instance 2 routes events on all three within a second.
+        other = ApiClient(instances[2].base, tenant.api.key)
+        await other.call("POST", "/v1/subscriptions", {
+            "name": "all", "callbackId": callback["id"], "eventCategoryTypes": ["TransactionalSendEvents.*"],
+        }, expect=201)
+        await asyncio.sleep(1.0)
+        events = events_for(tenant.mid, 120, keys=60)  # keys spread over all six partitions
+        await stream(kafka.bootstrap, instances[0].values["topics"][0], events, 120, 0)
+        await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 120, timeout=30)
+        owned = [last_assignment(log) for log in logs]
+        assert all(owned), "every instance owns partitions, so every instance routed some events"
+        for client in (admin, other, tenant.api):
+            await client.close()
+    finally:
+        for instance in instances:
+            instance.ensure_stopped()
+        await receiver.stop()
