@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench kafka-up kafka-down kafka-status venv clean
+.PHONY: run test lint bench kafka-up kafka-down kafka-status pg-up pg-down venv clean
 
 $(STAMP): pyproject.toml
 	@test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -32,17 +32,26 @@ run: $(STAMP)
 	$(BIN)/relay demo; rc=$$?; \
 	if [ $$started = 1 ]; then deploy/kafka/kafka.sh down; fi; exit $$rc
 
-## make test: the whole suite on a real broker (started by the test fixture when needed).
+## make test: the whole suite on a real broker, once on SQLite and once on PostgreSQL (the test
+## session starts a broker and a PostgreSQL server from Debian's packages unless
+## RELAY_KAFKA_BOOTSTRAP / RELAY_TEST_POSTGRES_URL name running ones).
 test: $(STAMP)
 	deploy/kafka/kafka.sh fetch
 	$(BIN)/ruff check relay tests bench
 	$(BIN)/pytest -q -p no:cacheprovider
+	RELAY_TEST_STORE=postgres $(BIN)/pytest -q -p no:cacheprovider --ignore=tests/integration/test_scale_out.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check relay tests bench
 
 bench: $(STAMP) kafka-up
 	$(BIN)/python -m bench.run
+
+pg-up:
+	deploy/postgres/pg.sh up
+
+pg-down:
+	deploy/postgres/pg.sh down
 
 clean:
 	rm -rf $(VENV) .relay deploy/kafka/lib
