@@ -4,7 +4,8 @@ A lane holds a window of pending jobs in job-id order (which is Kafka order per 
 A job may be sent only when no earlier job with the same ordering key is unfinished, so a
 failing key holds back its own later events and nothing else. A batch's composition is pinned
 in the store before its first POST and a failed batch is retried whole, so its ``webhook-id``
-stays the same across retries and across a crash.
+stays the same across retries and across a crash. A batch holds jobs of one source partition
+only, so it moves whole when the partition moves to another instance.
 """
 
 from __future__ import annotations
@@ -222,9 +223,12 @@ class Lane:
         blocked = set(self._in_flight_keys)
         batch: list[Job] = []
         next_due: float | None = None
+        owned = self._owned()
         for job in self._window.values():
             if job.id in self._in_flight_jobs:
                 continue
+            if owned is not None and (job.topic, job.partition) not in owned:
+                continue  # its partition moved to another instance while a send was in flight
             key = job.ordering_key
             if key is not None and key in blocked:
                 continue
@@ -240,6 +244,11 @@ class Lane:
                     continue
                 return [j for j in self._window.values()
                         if j.batch_id == job.batch_id and j.id not in self._in_flight_jobs], None
+            if batch and (job.topic, job.partition) != (batch[0].topic, batch[0].partition):
+                # A batch never spans partitions: its webhook-id must survive a hand-over whole.
+                if key is not None:
+                    blocked.add(key)
+                continue
             batch.append(job)
             if len(batch) >= max_size:
                 break
