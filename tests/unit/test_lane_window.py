@@ -61,3 +61,20 @@ async def test_jobs_offered_while_a_load_runs_are_read_again(tmp_path: Path) -> 
     finally:
         await client.close()
         await store.close()
+
+
+def test_a_batch_never_spans_source_partitions() -> None:
+    """A batch keeps its webhook-id when its partition moves to another instance only if all of it moves."""
+    owned = {("t", 0), ("t", 1)}
+    lane = Lane("cb", callback=lambda _id: None, store=None, client=None,  # type: ignore[arg-type]
+                policy=RetryPolicy((0.0,), 60.0), config=LaneConfig(window=100),
+                global_slots=asyncio.Semaphore(1), report=lambda *_: None, notify=lambda *_: None,
+                owned=lambda: owned)
+    jobs = [Job(i, f"e{i}", "cb", f"k{i}", b"{}", 0.0, topic="t", partition=i % 2) for i in range(1, 11)]
+    lane._backlog = False
+    lane.offer(jobs)
+    batch, _ = lane._next_batch(100, now=1.0)
+    assert [j.id for j in batch] == [1, 3, 5, 7, 9]
+    owned.discard(("t", 0))
+    lane._begin(batch)
+    assert lane._next_batch(100, now=1.0)[0] == [], "jobs of a partition no longer owned are not sent"
