@@ -89,6 +89,17 @@ class Ingest:
         if self._consumer:
             await self._consumer.stop()
 
+    async def hand_over(self, partitions: list[tuple[str, int]]) -> None:
+        """A rebalance takes these partitions: finish the batch in hand (its jobs reach the store),
+        then let the dispatcher settle their in-flight sends — all before another instance gets them."""
+        async with self._batch_lock:
+            await self._dispatcher.revoke(partitions, grace=self._settings.delivery_timeout + 1.0)
+        log.info("partitions_revoked", partitions=sorted(f"{t}:{p}" for t, p in partitions))
+
+    async def take_over(self, partitions: list[tuple[str, int]]) -> None:
+        await self._dispatcher.assign(partitions)
+        log.info("partitions_assigned", partitions=sorted(f"{t}:{p}" for t, p in partitions))
+
     async def lag(self) -> dict[TopicPartition, int]:
         """Records behind the high watermark, per assigned partition (as of the last fetch)."""
         consumer = self._consumer
@@ -201,22 +212,16 @@ class Ingest:
 
 
 class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Partition ownership follows the consumer group: the dispatcher delivers only jobs from
-    partitions this instance consumes."""
+    """Partition ownership follows the consumer group (see ``Ingest.hand_over``)."""
 
     def __init__(self, ingest: Ingest) -> None:
         self._ingest = ingest
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        ingest = self._ingest
-        async with ingest._batch_lock:
-            await ingest._dispatcher.revoke([(tp.topic, tp.partition) for tp in revoked],
-                                            grace=ingest._settings.delivery_timeout + 1.0)
-        log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+        await self._ingest.hand_over([(tp.topic, tp.partition) for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._ingest._dispatcher.assign([(tp.topic, tp.partition) for tp in assigned])
-        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        await self._ingest.take_over([(tp.topic, tp.partition) for tp in assigned])
 
 
 def _quarantine(record: ConsumerRecord, ref: RecordRef, exc: InvalidEvent,

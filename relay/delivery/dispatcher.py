@@ -84,13 +84,13 @@ class Dispatcher:
                 await self._flush_task
         await self._flush()
 
-    @property
-    def owned(self) -> frozenset[tuple[str, int]]:
-        return frozenset(self._owned)
-
     async def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
         """These partitions are ours now: load their pending and retrying jobs from the store."""
         self._owned |= set(partitions)
+        await self._reload_owned()
+
+    async def _reload_owned(self) -> None:
+        """Every lane reads the store again, and callbacks with pending work get a lane."""
         for callback_id in await self._store.callbacks_with_pending(sorted(self._owned)):
             self._lane(callback_id)
         for lane in self._lanes.values():
@@ -134,10 +134,7 @@ class Dispatcher:
             try:
                 version = await self._store.requeue_version()
                 if self._requeue_version is not None and version != self._requeue_version and self._owned:
-                    for callback_id in await self._store.callbacks_with_pending(sorted(self._owned)):
-                        self._lane(callback_id)
-                    for lane in self._lanes.values():
-                        lane.requeue()
+                    await self._reload_owned()
                 self._requeue_version = version
             except Exception:
                 log.exception("requeue_watch_failed")
