@@ -241,6 +241,7 @@ class Scenario:
         """Issue 9: batched throughput with 1, 2 and 3 instances on PostgreSQL (and 1 on SQLite),
         each instance's CPU, and the store write rate (events persisted per second) per instance."""
         events = int(200000 * scale)
+        self.workdir.chmod(0o755)  # the server runs as the postgres user when the bench runs as root
         pg_home = self.workdir / "pg"
         pg_home.mkdir(mode=0o755)
         pg_env = {**os.environ, "PG_PORT": str(free_port()), "PG_HOME_DIR": str(pg_home)}
@@ -378,7 +379,12 @@ async def main() -> None:
     try:
         for name, run in runs.items():
             print(f"== {name}", flush=True)
-            results[name] = await run(args.scale)
+            try:
+                results[name] = await run(args.scale)
+            except Exception as exc:  # one broken scenario must not cost the others' figures
+                log_path = workdir / "failed.txt"
+                log_path.write_text(repr(exc))
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             if "latencies_ms" in results[name]:
                 latencies[name] = results[name].pop("latencies_ms")
             print(summarize(name, results[name]), flush=True)
