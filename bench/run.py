@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -382,8 +383,7 @@ async def main() -> None:
             try:
                 results[name] = await run(args.scale)
             except Exception as exc:  # one broken scenario must not cost the others' figures
-                log_path = workdir / "failed.txt"
-                log_path.write_text(repr(exc))
+                traceback.print_exc()
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             if "latencies_ms" in results[name]:
                 latencies[name] = results[name].pop("latencies_ms")
