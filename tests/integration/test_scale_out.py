@@ -10,6 +10,7 @@ import asyncio
 import base64
 import os
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,47 +79,44 @@ def assert_complete(receiver: RecordingReceiver, count: int) -> None:
     assert_per_key_order(receiver)
 
 
-async def test_kill_9_one_of_three_instances_mid_stream(kafka: KafkaBroker, postgres: str, tmp_path: Path) -> None:
-    instances = [RelayProcess(v, tmp_path / f"relay-{n}.log") for n, v in enumerate(cluster(kafka, postgres, tmp_path))]
-    receiver = await RecordingReceiver(responder=flaky(0.2, 9)).start()
+async def stream_through_a_change(kafka: KafkaBroker, instances: list[RelayProcess], running: int,
+                                  change: Callable[[], Awaitable[None]], seed: int) -> None:
+    """Start ``running`` instances, stream 1,200 events on 30 keys to a flaky receiver, make the
+    change mid-stream, and check every event arrived, in per-key order, under one webhook-id."""
+    receiver = await RecordingReceiver(responder=flaky(0.2, seed)).start()
     try:
-        await asyncio.gather(*(i.start() for i in instances))
+        await asyncio.gather(*(i.start() for i in instances[:running]))
         mid = await register(instances[0].base, receiver)
         events = events_for(mid, 1200, keys=30)
         producer = asyncio.create_task(stream(kafka.bootstrap, instances[0].values["topics"][0], events, 40, 0.05))
         await receiver.wait_for(lambda: len(receiver.delivered()) >= 150, timeout=60)
-        instances[1].kill()
+        await change()
         await producer
         await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 1200, timeout=120)
         assert_complete(receiver, 1200)
-        survivors = [last_assignment(tmp_path / f"relay-{n}.log") for n in (0, 2)]
-        assert len(survivors[0] | survivors[1]) == 6 and not survivors[0] & survivors[1]
     finally:
         for instance in instances:
             instance.ensure_stopped()
         await receiver.stop()
+
+
+async def test_kill_9_one_of_three_instances_mid_stream(kafka: KafkaBroker, postgres: str, tmp_path: Path) -> None:
+    instances = [RelayProcess(v, tmp_path / f"relay-{n}.log") for n, v in enumerate(cluster(kafka, postgres, tmp_path))]
+
+    async def kill_one() -> None:
+        instances[1].kill()
+
+    await stream_through_a_change(kafka, instances, 3, kill_one, seed=9)
+    survivors = [last_assignment(tmp_path / f"relay-{n}.log") for n in (0, 2)]
+    assert len(survivors[0] | survivors[1]) == 6 and not survivors[0] & survivors[1]
 
 
 async def test_an_instance_added_mid_stream_takes_partitions_without_loss(
         kafka: KafkaBroker, postgres: str, tmp_path: Path) -> None:
     instances = [RelayProcess(v, tmp_path / f"relay-{n}.log") for n, v in enumerate(cluster(kafka, postgres, tmp_path))]
-    receiver = await RecordingReceiver(responder=flaky(0.2, 11)).start()
-    try:
-        await asyncio.gather(*(i.start() for i in instances[:2]))
-        mid = await register(instances[0].base, receiver)
-        events = events_for(mid, 1200, keys=30)
-        producer = asyncio.create_task(stream(kafka.bootstrap, instances[0].values["topics"][0], events, 40, 0.05))
-        await receiver.wait_for(lambda: len(receiver.delivered()) >= 150, timeout=60)
-        await instances[2].start()
-        await producer
-        await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 1200, timeout=120)
-        assert_complete(receiver, 1200)
-        owned = [last_assignment(tmp_path / f"relay-{n}.log") for n in range(3)]
-        assert all(owned) and len(owned[0] | owned[1] | owned[2]) == 6
-    finally:
-        for instance in instances:
-            instance.ensure_stopped()
-        await receiver.stop()
+    await stream_through_a_change(kafka, instances, 2, instances[2].start, seed=11)
+    owned = [last_assignment(tmp_path / f"relay-{n}.log") for n in range(3)]
+    assert all(owned) and len(owned[0] | owned[1] | owned[2]) == 6
 
 
 async def test_every_instance_serves_the_same_api_and_routing_follows_within_a_second(
