@@ -3,7 +3,8 @@
     python -m bench.receiver --port 9100 [--hang] [--status 503] [--fail-rate 0.3]
 
 GET /stats returns {"requests", "events", "attempts", "first", "last", "duplicates",
-"order_violations", "latencies_ms": [...]}; ``?latencies=0`` leaves the list out (for polling).
+"order_violations", "latencies_ms": [...], "arrivals": [...]} (arrivals: receipt time of each
+successful POST); ``?latencies=0`` leaves the lists out (for polling).
 A latency is receipt time minus the event's timestampUTC. An event's messageKey is ``m<n>`` with n
 rising per subscriberKey in produce order, so a lower n after a higher one for the same key is an
 order violation, and a second success for the same n on the same path is a duplicate. POST /control
@@ -33,6 +34,7 @@ class Stats:
         self.first = 0.0
         self.last = 0.0
         self.latencies: list[float] = []
+        self.arrivals: list[float] = []
         self.duplicates = 0
         self.order_violations = 0
         self._last_seq: dict[tuple[str, str], int] = {}
@@ -44,6 +46,7 @@ class Stats:
         if not self.first:
             self.first = now
         self.last = now
+        self.arrivals.append(now)
         now_ms = now * 1000
         for event in events:
             self.latencies.append(now_ms - event["timestampUTC"])
@@ -99,6 +102,7 @@ def build(hang: bool, status: int, fail_rate: float) -> web.Application:
         }
         if request.query.get("latencies") != "0":
             body["latencies_ms"] = stats.latencies
+            body["arrivals"] = stats.arrivals
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def get_handshakes(request: web.Request) -> web.Response:
