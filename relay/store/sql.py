@@ -57,7 +57,7 @@ class Connection(Protocol):
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
 
 
-# Both drivers' unique-violation errors are reported as this one by the PostgreSQL adapter too.
+# Constraint violations from either driver arrive as this type (the PostgreSQL adapter translates).
 IntegrityError = sqlite3.IntegrityError
 
 
