@@ -227,7 +227,7 @@ class Lane:
         for job in self._window.values():
             if job.id in self._in_flight_jobs:
                 continue
-            if owned is not None and (job.topic, job.partition) not in owned:
+            if owned is not None and job.source not in owned:
                 continue  # its partition moved to another instance while a send was in flight
             key = job.ordering_key
             if key is not None and key in blocked:
@@ -244,7 +244,7 @@ class Lane:
                     continue
                 return [j for j in self._window.values()
                         if j.batch_id == job.batch_id and j.id not in self._in_flight_jobs], None
-            if batch and (job.topic, job.partition) != (batch[0].topic, batch[0].partition):
+            if batch and job.source != batch[0].source:
                 # A batch never spans partitions: its webhook-id must survive a hand-over whole.
                 if key is not None:
                     blocked.add(key)

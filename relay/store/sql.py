@@ -32,7 +32,7 @@ from relay.store.models import (
     SigningSecret,
     Subscription,
 )
-from relay.store.sql_ops import SqlOperations, bump_requeue_version
+from relay.store.sql_ops import SqlOperations, bump_counter
 
 T = TypeVar("T")
 _MAX_PARAMS = 30000
@@ -375,7 +375,7 @@ class SqlStore(SqlOperations):
                 (subscription_id,),
             ).fetchall()
             if rows:
-                bump_requeue_version(c)
+                bump_counter(c, "requeue_version")
             return sorted({row[0] for row in rows})
 
         return await self._write(run)
@@ -412,15 +412,13 @@ class SqlStore(SqlOperations):
         return [self._subscription(r) for r in rows]
 
     async def registry_version(self) -> int:
-        row = await self._read(
-            lambda c: c.execute("SELECT value FROM meta WHERE key = 'registry_version'").fetchone()
-        )
-        return int(row[0]) if row else 0
+        return await self._counter("registry_version")
 
     async def requeue_version(self) -> int:
-        row = await self._read(
-            lambda c: c.execute("SELECT value FROM meta WHERE key = 'requeue_version'").fetchone()
-        )
+        return await self._counter("requeue_version")
+
+    async def _counter(self, key: str) -> int:
+        row = await self._read(lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
         return int(row[0]) if row else 0
 
     # -- ingest ---------------------------------------------------------------------------
@@ -601,7 +599,7 @@ def _owned(prefix: str, partitions: Partitions | None) -> tuple[str, tuple[Any, 
 
 
 def _bump_version(c: Connection) -> None:
-    c.execute("UPDATE meta SET value = value + 1 WHERE key = 'registry_version'")
+    bump_counter(c, "registry_version")
 
 
 def _insert_jobs(c: Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:

@@ -94,7 +94,7 @@ class SqlOperations:
             )
             c.executemany("DELETE FROM deadletters WHERE id = ?", [(row[0],) for row in rows])
             if rows:
-                bump_requeue_version(c)
+                bump_counter(c, "requeue_version")
             return sorted({row[2] for row in rows})
 
         return await self._write(run)
@@ -210,9 +210,10 @@ class SqlOperations:
         return await self._write(run)
 
 
-def bump_requeue_version(c: Any) -> None:
-    """Jobs went back to pending outside ingest: every instance reloads its lanes (they poll this)."""
-    c.execute("UPDATE meta SET value = value + 1 WHERE key = 'requeue_version'")
+def bump_counter(c: Any, key: str) -> None:
+    """Instances poll these: ``registry_version`` (routing reloads) and ``requeue_version`` (jobs went
+    back to pending outside ingest, so lanes reload)."""
+    c.execute("UPDATE meta SET value = value + 1 WHERE key = ?", (key,))
 
 
 def _attempts(c: Any, where: str, params: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
