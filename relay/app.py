@@ -81,7 +81,7 @@ class Relay:
         await self.dispatcher.start()
 
         ctx = ApiContext(s, self.store, self.client, self.router,
-                         readiness={"kafka": self._kafka_ready}, clock=self._clock,
+                         readiness={"kafka": self._kafka_ready, "ingest": self._ingest_ready}, clock=self._clock,
                          requeue=self.dispatcher.requeue, circuit_state=self._circuit_state)
         # Long-lived streams (the activity stream) must not hold a shutdown for long.
         self._runner = web.AppRunner(build_api(ctx), access_log=None, shutdown_timeout=2.0)
@@ -134,6 +134,11 @@ class Relay:
             await admin.list_topics()
         finally:
             await admin.close()
+
+    async def _ingest_ready(self) -> None:
+        ingest = getattr(self, "ingest", None)
+        if ingest is not None:
+            await ingest.check_ready()
 
     # -- reactions to delivery results ----------------------------------------------------
     def _on_result(self, result: DeliveryResult, callback: Callback) -> None:

@@ -84,6 +84,17 @@ def _name_list(value: Any) -> tuple[str, ...]:
     return names
 
 
+def _event_types(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    for name in names:
+        category, dot, kind = name.partition(".")
+        well_formed = dot and name.isascii() and category.isalnum() and kind.isalnum()
+        if not (well_formed and category[0].isalpha() and kind[0].isalpha()):
+            raise ValueError("comma-separated event types of the form Category.Type, e.g. MobilePush.PushSent")
+    return names
+
+
 def _allowlist(value: Any) -> tuple[str, ...]:
     """Hosts or CIDRs: validated here so a typo fails at start, not at first delivery."""
     items = value if isinstance(value, list) else str(value).split(",")
@@ -146,6 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ops_topic", "relay.ops", _str, "Operational events (callback disabled, circuit opened)."),
     Setting("fetch_max_records", 2000, _positive_int, "Most records taken from Kafka per consumed batch."),
     Setting("max_record_bytes", 1_048_576, _positive_int, "Records larger than this are quarantined unread."),
+    Setting("extra_event_types", (), _event_types,
+            "Event types accepted besides the known ones (comma-separated, e.g. MobilePush.PushSent)."),
+    Setting("ingest_stall_seconds", 60.0, _seconds,
+            "Ingest that has records to read but has not committed for this long is a stall: /readyz "
+            "turns unready and relay.ops says so."),
     Setting("data_dir", "./.relay", _str, "Data directory: SQLite store, generated master key, local Kafka."),
     Setting("store_url", "", _str, "Store location; empty means sqlite:///<data_dir>/relay.db."),
     Setting("api_listen", "127.0.0.1:8080", _host_port, "Address of the REST API, dashboard and /metrics."),
@@ -187,6 +203,8 @@ class Settings:
     ops_topic: str
     fetch_max_records: int
     max_record_bytes: int
+    extra_event_types: tuple[str, ...]
+    ingest_stall_seconds: float
     data_dir: str
     store_url: str
     api_listen: str

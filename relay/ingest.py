@@ -3,23 +3,27 @@
 Order of a batch, and why:
 1. decode + validate each record; bad ones become quarantine entries (never a stall);
 2. route good ones to the callbacks that want them;
-3. persist events, jobs and quarantine entries in ONE transaction (the outbox);
+3. persist events, jobs and quarantine entries in ONE transaction (the outbox). If the store
+   refuses the data, the batch is split until the records responsible are found; they are
+   quarantined with the store's message and the rest is persisted. If the store is out of
+   reach, the same write is retried with capped backoff — never rewound, never written twice;
 4. hand the new jobs to the dispatcher — they are durable now, so delivery need not wait for
    the broker round-trip of the commit;
-5. publish quarantine entries to their topic;
+5. wake the quarantine outbox, which publishes new quarantine rows to their topic on its own;
 6. commit offsets — only now, so a crash anywhere above re-reads the batch, and the
-   idempotent persist turns the re-read into no new jobs.
+   idempotent persist turns the re-read into no new jobs and no new quarantine rows.
+
+A watch beside the loop makes a stall loud: /readyz, ``relay_ingest_stalled`` and ``relay.ops``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -27,16 +31,35 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from relay.config import Settings
 from relay.delivery.dispatcher import Dispatcher
-from relay.events import Event, InvalidEvent, RecordRef, decode_event
+from relay.events import Event, InvalidEvent, RecordRef, accepted_event_types, decode_event
 from relay.metrics import METRICS
 from relay.publisher import Publisher
+from relay.quarantine import QuarantineOutbox, quarantine_entry
 from relay.routing import Router
-from relay.store.base import Store
-from relay.store.models import NewJob, QuarantinedRecord
+from relay.stall import StallWatch
+from relay.store.base import RecordRejected, Store, StoreUnavailable
+from relay.store.models import Job, NewJob, QuarantinedRecord
 
 log = structlog.get_logger("relay.ingest")
 
 QUARANTINE_RAW_LIMIT = 65536
+_RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
+
+
+class IngestStopped(Exception):
+    """Stop was asked while a batch waited for the store: it is left uncommitted, to be read again."""
+
+
+@dataclass(slots=True)
+class RecordWrite:
+    """What one Kafka record writes: an event and its jobs, or a quarantine entry (or nothing,
+    for an event of an unknown account). The unit ingest splits a refused batch into."""
+
+    record: ConsumerRecord
+    ref: RecordRef
+    event: tuple[Event, str, str, int, int] | None = None
+    jobs: list[NewJob] = field(default_factory=list)
+    quarantine: QuarantinedRecord | None = None
 
 
 class Ingest:
@@ -55,12 +78,18 @@ class Ingest:
         self._dispatcher = dispatcher
         self._publisher = publisher
         self._clock = clock
+        self._accepted = accepted_event_types(settings.extra_event_types)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._stopping = False
         # Held while a batch is processed, and by a rebalance: a revoked partition's last batch
         # is persisted (and its jobs in the store) before another instance is given it.
         self._batch_lock = asyncio.Lock()
+        self.outbox = QuarantineOutbox(store, publisher, settings.quarantine_topic, clock)
+        self.stall = StallWatch(settings.ingest_stall_seconds, clock)
+        self._in_hand = False
+        self._last_error: str | None = None
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -74,7 +103,10 @@ class Ingest:
         )
         self._consumer.subscribe(list(self._settings.topics), listener=_Ownership(self))
         await self._consumer.start()
+        self.outbox.start()
+        self.outbox.wake()  # rows a previous run could not publish
         self._task = asyncio.create_task(self._run(), name="ingest")
+        self._watch_task = asyncio.create_task(self._watch(), name="ingest-watch")
 
     async def stop(self) -> None:
         """Finish the batch in hand (persist + commit), then leave the group."""
@@ -86,6 +118,11 @@ class Ingest:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        if self._watch_task:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        await self.outbox.stop()
         if self._consumer:
             await self._consumer.stop()
 
@@ -117,6 +154,12 @@ class Ingest:
             lags[tp] = max(0, highwater - position)
         return lags
 
+    async def check_ready(self) -> None:
+        """Readiness: raise while ingest is stalled, saying since when and why."""
+        if self.stall.stalled:
+            raise RuntimeError(self._stall_reason())
+
+    # -- the loop -------------------------------------------------------------------------
     async def _run(self) -> None:
         assert self._consumer is not None
         while not self._stopping:
@@ -126,17 +169,26 @@ class Ingest:
                 )
                 if batch:
                     async with self._batch_lock:
-                        await self.process(batch)
+                        self._in_hand = True
+                        try:
+                            await self.process(batch)
+                        finally:
+                            self._in_hand = False
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # A store or broker hiccup: nothing was committed, so the batch is read again.
+            except IngestStopped:
+                return
+            except Exception as exc:
+                # A broker hiccup (fetch or commit): the batch is read again, and the
+                # idempotent persist makes that harmless.
+                METRICS.ingest_errors.labels("broker" if isinstance(exc, KafkaError) else "unexpected").inc()
+                self._last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("ingest_batch_failed")
                 await self._rewind()
                 await asyncio.sleep(1.0)
 
     async def _rewind(self) -> None:
-        """Seek back to the last committed offsets so an unpersisted batch is not skipped."""
+        """Seek back to the last committed offsets so an uncommitted batch is not skipped."""
         consumer = self._consumer
         assert consumer is not None
         for tp in consumer.assignment():
@@ -151,54 +203,123 @@ class Ingest:
                 consumer.seek(tp, committed)
 
     async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        index = self._router.index
-        now = self._clock()
-        events: list[tuple[Event, str, str, int, int]] = []
-        jobs: list[NewJob] = []
-        quarantined: list[QuarantinedRecord] = []
-        unrouted = 0
-        for tp, records in batch.items():
-            for record in records:
-                ref = RecordRef(tp.topic, tp.partition, record.offset)
-                try:
-                    event = decode_event(record.value, ref, self._settings.max_record_bytes)
-                except InvalidEvent as exc:
-                    quarantined.append(_quarantine(record, ref, exc, now))
-                    continue
-                account_id = index.account_for(event.mid)
-                if account_id is None:
-                    unrouted += 1
-                    continue
-                events.append((event, account_id, tp.topic, tp.partition, record.offset))
-                for route in index.route(event, account_id):
-                    jobs.append(NewJob(event.id, route.callback.id, route.ordering_key, tp.partition,
-                                       route.held_by, topic=tp.topic))
-
+        writes = self._plan(batch)
         started = time.perf_counter()
-        new_jobs = await self._store.persist_batch(events, jobs, quarantined)
+        new_jobs = await self._persist(writes)
         persisted = time.perf_counter()
-        if new_jobs:
-            self._dispatcher.submit(new_jobs)
+        quarantined = [w.quarantine for w in writes if w.quarantine is not None]
         if quarantined:
-            await self._publisher.publish_many(
-                self._settings.quarantine_topic,
-                [(_quarantine_record(q), q.key) for q in quarantined],
-            )
+            self.outbox.wake()
             for q in quarantined:
                 log.warning("record_quarantined", topic=q.topic, partition=q.partition,
                             offset=q.offset, reason=q.reason, detail=q.detail[:200])
         await self._commit(batch)
 
-        count = sum(len(r) for r in batch.values())
-        log.debug("batch_persisted", records=count, events=len(events), jobs=len(new_jobs),
+        events = [w.event[0] for w in writes if w.event is not None]
+        count = len(writes)
+        log.debug("batch_persisted", records=count, events=len(events), jobs=new_jobs,
                   quarantined=len(quarantined), persist_ms=round((persisted - started) * 1000, 2),
                   commit_ms=round((time.perf_counter() - persisted) * 1000, 2))
         METRICS.records_consumed.inc(count)
         METRICS.records_quarantined.inc(len(quarantined))
-        METRICS.events_unrouted.inc(unrouted)
-        METRICS.jobs_created.inc(len(new_jobs))
-        for event_type, count in Counter(event.type for event, *_ in events).items():
-            METRICS.events_by_type.labels(event_type).inc(count)
+        METRICS.events_unrouted.inc(sum(1 for w in writes if w.event is None and w.quarantine is None))
+        METRICS.jobs_created.inc(new_jobs)
+        for event_type, n in Counter(event.type for event in events).items():
+            METRICS.events_by_type.labels(event_type).inc(n)
+
+    def _plan(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> list[RecordWrite]:
+        """Decode and route every record: what each one will write."""
+        index = self._router.index
+        now = self._clock()
+        max_bytes = self._settings.max_record_bytes
+        writes: list[RecordWrite] = []
+        for tp, records in batch.items():
+            for record in records:
+                ref = RecordRef(tp.topic, tp.partition, record.offset)
+                write = RecordWrite(record, ref)
+                writes.append(write)
+                try:
+                    event = decode_event(record.value, ref, max_bytes, self._accepted)
+                except InvalidEvent as exc:
+                    raw = record.value
+                    if exc.reason == "too_large" and raw is not None:
+                        raw = raw[:QUARANTINE_RAW_LIMIT]
+                    write.quarantine = quarantine_entry(ref.topic, ref.partition, ref.offset, exc.reason,
+                                                        exc.detail, raw, record.key, now)
+                    continue
+                account_id = index.account_for(event.mid)
+                if account_id is None:
+                    continue
+                write.event = (event, account_id, tp.topic, tp.partition, record.offset)
+                write.jobs = [NewJob(event.id, route.callback.id, route.ordering_key, tp.partition,
+                                     route.held_by, topic=tp.topic)
+                              for route in index.route(event, account_id)]
+        return writes
+
+    async def _persist(self, writes: list[RecordWrite]) -> int:
+        """Persist the batch; split it while the store refuses its data. Returns new jobs."""
+        created = 0
+        pending = [writes]
+        while pending:
+            part = pending.pop()
+            try:
+                new_jobs = await self._persist_part(part)
+            except RecordRejected as exc:
+                METRICS.ingest_errors.labels("store_rejected").inc()
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    pending += [part[middle:], part[:middle]]  # the first half is written first
+                    continue
+                replacement = self._refused(part[0], str(exc))
+                if replacement is not None:
+                    pending.append([replacement])
+                continue
+            created += len(new_jobs)
+            if new_jobs:
+                self._dispatcher.submit(new_jobs)
+        return created
+
+    async def _persist_part(self, part: list[RecordWrite]) -> list[Job]:
+        """One transaction; retried while the store is out of reach (nothing of it was written)."""
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                return await self._store.persist_batch(
+                    [w.event for w in part if w.event is not None],
+                    [job for w in part for job in w.jobs],
+                    [w.quarantine for w in part if w.quarantine is not None],
+                )
+            except RecordRejected:
+                raise
+            except Exception as exc:
+                kind = "store_unavailable" if isinstance(exc, StoreUnavailable) else "unexpected"
+                METRICS.ingest_errors.labels(kind).inc()
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("ingest_store_retry", kind=kind, error=self._last_error, retry_in=delay,
+                            records=len(part), exc_info=kind == "unexpected")
+                if self._stopping:
+                    raise IngestStopped from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+
+    def _refused(self, write: RecordWrite, message: str) -> RecordWrite | None:
+        """The store refused this one record: quarantine it with the store's message instead.
+        A quarantine entry the store refuses is kept without its bytes; if even that is refused,
+        the record is dropped with an error log rather than stalling its partition."""
+        now = self._clock()
+        q = write.quarantine
+        if q is None:
+            entry = quarantine_entry(write.ref.topic, write.ref.partition, write.ref.offset, "store_rejected",
+                                     message, write.record.value, write.record.key, now)
+        elif q.raw is not None or q.key is not None:
+            entry = replace(q, raw=None, key=None, detail=f"{q.detail} (bytes not stored: {message})"[:2000])
+        else:
+            log.error("record_unstorable", topic=write.ref.topic, partition=write.ref.partition,
+                      offset=write.ref.offset, error=message)
+            return None
+        log.warning("record_refused_by_store", topic=write.ref.topic, partition=write.ref.partition,
+                    offset=write.ref.offset, error=message[:500])
+        return RecordWrite(write.record, write.ref, quarantine=entry)
 
     async def _commit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         assert self._consumer is not None
@@ -209,6 +330,46 @@ class Ingest:
             # The group rebalanced while we worked; the new owner re-reads, and the
             # idempotent persist makes that harmless.
             log.warning("commit_failed_after_rebalance", partitions=len(offsets))
+            return
+        self.stall.committed()
+        METRICS.ingest_last_commit.set(self._clock())
+
+    # -- the stall watch ------------------------------------------------------------------
+    async def _watch(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                behind = self._in_hand or any((await self.lag()).values())
+                transition = self.stall.observe(behind)
+                METRICS.ingest_stalled.set(1 if self.stall.stalled else 0)
+                if transition is not None:
+                    await self._announce(transition)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ingest_watch_failed")
+
+    def _stall_reason(self) -> str:
+        since = self.stall.stalled_since or self.stall.last_commit_at
+        reason = f"ingest has not committed for {self._clock() - since:.0f}s with records to read"
+        return f"{reason}; last error: {self._last_error}" if self._last_error else reason
+
+    async def _announce(self, transition: str) -> None:
+        """One log line and one relay.ops event per stall and per recovery."""
+        now = self._clock()
+        if transition == "stalled":
+            record = {"type": "ingest.stalled", "at": now, "since": self.stall.stalled_since,
+                      "reason": self._stall_reason()}
+            log.error("ingest_stalled", since=self.stall.stalled_since, reason=record["reason"])
+        else:
+            record = {"type": "ingest.resumed", "at": now, "lastError": self._last_error}
+            log.warning("ingest_resumed", last_error=self._last_error)
+            self._last_error = None
+        try:
+            await asyncio.wait_for(self._publisher.publish(self._settings.ops_topic, record, key=b"ingest"),
+                                   timeout=5.0)
+        except Exception as exc:
+            log.warning("ops_event_failed", kind=record["type"], error=f"{type(exc).__name__}: {exc}")
 
 
 class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -222,27 +383,3 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self._ingest.take_over([(tp.topic, tp.partition) for tp in assigned])
-
-
-def _quarantine(record: ConsumerRecord, ref: RecordRef, exc: InvalidEvent,
-                now: float) -> QuarantinedRecord:
-    raw = record.value
-    if exc.reason == "too_large" and raw is not None:
-        raw = raw[:QUARANTINE_RAW_LIMIT]
-    return QuarantinedRecord(
-        topic=ref.topic, partition=ref.partition, offset=ref.offset, reason=exc.reason,
-        detail=exc.detail[:2000], raw=raw, key=record.key, at=now,
-    )
-
-
-def _quarantine_record(q: QuarantinedRecord) -> dict[str, Any]:
-    return {
-        "reason": q.reason,
-        "detail": q.detail,
-        "topic": q.topic,
-        "partition": q.partition,
-        "offset": q.offset,
-        "at": q.at,
-        "key": base64.b64encode(q.key).decode() if q.key is not None else None,
-        "value": base64.b64encode(q.raw).decode() if q.raw is not None else None,
-    }

@@ -47,6 +47,19 @@ class Metrics:
         self.consumer_lag = Gauge(
             "relay_consumer_lag", "Records behind the partition's high watermark.",
             ["topic", "partition"], registry=r)
+        self.ingest_errors = Counter(
+            "relay_ingest_errors_total",
+            "Ingest failures by kind: store_unavailable (retried), store_rejected (batch split, "
+            "records quarantined), broker (batch read again), unexpected.", ["kind"], registry=r)
+        self.ingest_last_commit = Gauge(
+            "relay_ingest_last_commit_timestamp_seconds", "When ingest last committed offsets (unix time).",
+            registry=r)
+        self.ingest_stalled = Gauge(
+            "relay_ingest_stalled", "1 while ingest has records to read but has not committed for "
+            "ingest_stall_seconds.", registry=r)
+        self.quarantine_unpublished = Gauge(
+            "relay_quarantine_unpublished", "Quarantine rows waiting to be published to the quarantine topic.",
+            registry=r)
         self.dead_letters_stored = Gauge(
             "relay_dead_letters_stored", "Dead letters currently in the store.", registry=r)
 

@@ -12,7 +12,7 @@ from relay.api import body
 from relay.api.auth import require_account
 from relay.api.context import ApiContext, context, registry_changed
 from relay.api.errors import bad_request, json_response
-from relay.events import KNOWN_EVENT_TYPES
+from relay.events import KNOWN_EVENT_TYPES, accepted_event_types
 from relay.ids import new_id
 from relay.routing import InvalidFilter, parse_filter
 from relay.store.models import Subscription
@@ -38,12 +38,14 @@ def subscription_json(s: Subscription) -> dict[str, Any]:
     }
 
 
-def _event_types(values: list[str]) -> tuple[str, ...]:
+def _event_types(values: list[str], extra: tuple[str, ...]) -> tuple[str, ...]:
+    accepted = accepted_event_types(extra)
+    categories = KNOWN_CATEGORIES | {t.split(".")[0] for t in extra}
     for value in values:
         category, _, rest = value.partition(".")
-        if rest == "*" and category in KNOWN_CATEGORIES:
+        if rest == "*" and category in categories:
             continue
-        if value not in KNOWN_EVENT_TYPES:
+        if value not in accepted:
             raise bad_request(
                 f"unknown event type {value!r}; use a known type or Category.*",
                 field="eventCategoryTypes",
@@ -71,7 +73,7 @@ def _choice(data: dict[str, Any], name: str, choices: tuple[str, ...], default: 
     return value
 
 
-def _apply(data: dict[str, Any], base: Subscription) -> Subscription:
+def _apply(data: dict[str, Any], base: Subscription, extra_types: tuple[str, ...]) -> Subscription:
     """Fields given in ``data`` replace those of ``base`` (create starts from a blank one)."""
     changes: dict[str, Any] = {}
     if "name" in data or not base.name:
@@ -80,7 +82,7 @@ def _apply(data: dict[str, Any], base: Subscription) -> Subscription:
         changes["callback_id"] = body.string(data, "callbackId", max_len=100)
     if "eventCategoryTypes" in data or not base.event_types:
         changes["event_types"] = _event_types(
-            body.string_list(data, "eventCategoryTypes", min_items=1, max_items=50))
+            body.string_list(data, "eventCategoryTypes", min_items=1, max_items=50), extra_types)
     if "filters" in data:
         changes["filters"] = _filters(body.string_list(data, "filters", max_items=20))
     if "status" in data:
@@ -101,7 +103,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     data = await body.read_object(request, FIELDS)
     blank = Subscription(id=new_id("sub"), account_id=account.id, name="", callback_id="",
                          event_types=(), created_at=ctx.clock())
-    subscription = _apply(data, blank)
+    subscription = _apply(data, blank, ctx.settings.extra_event_types)
     await ctx.store.create_subscription(subscription)
     await registry_changed(ctx)
     return json_response(subscription_json(subscription), status=201)
@@ -130,7 +132,7 @@ async def update_subscription(request: web.Request) -> web.Response:
     ctx = context(request)
     current = await ctx.store.get_subscription(request.match_info["id"], account.id)
     data = await body.read_object(request, FIELDS)
-    updated = _apply(data, current)
+    updated = _apply(data, current, ctx.settings.extra_event_types)
     return json_response(subscription_json(await _save(ctx, current, updated)))
 
 
@@ -140,7 +142,7 @@ async def pause_subscription(request: web.Request) -> web.Response:
     ctx = context(request)
     current = await ctx.store.get_subscription(request.match_info["id"], account.id)
     data = await body.read_object(request, {"statusReason", "onPause"})
-    updated = _apply({**data, "status": "paused"}, current)
+    updated = _apply({**data, "status": "paused"}, current, ctx.settings.extra_event_types)
     return json_response(subscription_json(await _save(ctx, current, updated)))
 
 

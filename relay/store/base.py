@@ -30,6 +30,20 @@ class Conflict(Exception):
     """A uniqueness or reference rule would be broken (maps to HTTP 409)."""
 
 
+class StoreError(Exception):
+    """A write the store could not make; the subclass says whether trying again can help."""
+
+
+class RecordRejected(StoreError):
+    """The data itself was refused (a constraint, an encoding, a value out of range): the same
+    rows will fail again, so ingest isolates the records responsible and quarantines them."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or could not write now (connection lost, restarting,
+    disk full, lock timeout): the same write may succeed later, so ingest retries it."""
+
+
 class Store(Protocol):
     async def start(self) -> None:
         """Open connections and apply pending migrations."""
@@ -100,10 +114,16 @@ class Store(Protocol):
         """Write a consumed batch in one transaction; return only the jobs that are new.
 
         ``events`` holds (event, account_id, topic, partition, offset). Re-persisting a batch
-        (after a crash or rebalance) creates nothing twice.
+        (after a crash or rebalance) creates nothing twice, quarantine rows included. Raises
+        RecordRejected or StoreUnavailable, and nothing is written then.
         """
 
     async def list_quarantine(self, limit: int = 100) -> list[QuarantinedRecord]: ...
+
+    async def unpublished_quarantine(self, limit: int) -> list[QuarantinedRecord]:
+        """Quarantine rows not yet on the quarantine topic, oldest first (the topic's outbox)."""
+
+    async def mark_quarantine_published(self, ids: Sequence[int], at: float) -> None: ...
 
     # -- dispatch -------------------------------------------------------------------------
     async def callbacks_with_pending(self, partitions: Sequence[tuple[str, int]] | None = None) -> list[str]:

@@ -135,6 +135,16 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     UPDATE jobs SET topic = COALESCE((SELECT e.topic FROM events e WHERE e.id = jobs.event_id), '');
     INSERT INTO meta (key, value) VALUES ('requeue_version', 0)
     """,
+    # 3: one quarantine row per record (a re-read batch cannot add another); the table is the
+    #    outbox of the quarantine topic: published_at is set once the record is on the topic
+    """
+    DELETE FROM quarantine WHERE id NOT IN
+        (SELECT MIN(id) FROM quarantine GROUP BY topic, partition, "offset");
+    CREATE UNIQUE INDEX quarantine_record ON quarantine(topic, partition, "offset");
+    ALTER TABLE quarantine ADD COLUMN published_at REAL;
+    UPDATE quarantine SET published_at = at;
+    CREATE INDEX quarantine_unpublished ON quarantine(id) WHERE published_at IS NULL
+    """,
 )
 
 # PostgreSQL starts at the schema SQLite reaches after migration 2 (JSON columns are BYTEA: the
@@ -266,5 +276,14 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         key BYTEA,
         at DOUBLE PRECISION NOT NULL
     )
+    """,
+    # 2: see SQLite migration 3
+    """
+    DELETE FROM quarantine WHERE id NOT IN
+        (SELECT MIN(id) FROM quarantine GROUP BY topic, partition, "offset");
+    CREATE UNIQUE INDEX quarantine_record ON quarantine(topic, partition, "offset");
+    ALTER TABLE quarantine ADD COLUMN published_at DOUBLE PRECISION;
+    UPDATE quarantine SET published_at = at;
+    CREATE INDEX quarantine_unpublished ON quarantine(id) WHERE published_at IS NULL
     """,
 )

@@ -142,6 +142,8 @@ class QuarantinedRecord:
     raw: bytes | None
     key: bytes | None
     at: float
+    id: int | None = None
+    published_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

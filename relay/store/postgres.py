@@ -62,6 +62,13 @@ class _Adapter:
 
 
 class PostgresStore(SqlStore):
+    # DataError: NUL in text, a number out of range, a bad encoding (class 22); constraint
+    # violations arrive translated (see _Adapter).
+    REJECTED_ERRORS = (psycopg.DataError, psycopg.IntegrityError, IntegrityError, UnicodeEncodeError,
+                       OverflowError)
+    # Connection lost or refused, server shutting down or starting, disk full, lock timeout.
+    UNAVAILABLE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
     def __init__(self, url: str, box: SecretBox, readers: int = 4) -> None:
         super().__init__(box)
         self._url = url

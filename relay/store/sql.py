@@ -19,7 +19,7 @@ import orjson
 
 from relay.crypto import SecretBox
 from relay.events import Event
-from relay.store.base import Conflict, NotFound
+from relay.store.base import Conflict, NotFound, RecordRejected, StoreUnavailable
 from relay.store.models import (
     Account,
     ApiKey,
@@ -62,6 +62,11 @@ IntegrityError = sqlite3.IntegrityError
 
 
 class SqlStore(SqlOperations):
+    # What the driver raises when the data is refused, and when the store is out of reach:
+    # told apart by exception class, never by message (see RecordRejected, StoreUnavailable).
+    REJECTED_ERRORS: tuple[type[BaseException], ...] = ()
+    UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = ()
+
     def __init__(self, box: SecretBox) -> None:
         self._box = box
 
@@ -447,7 +452,8 @@ class SqlStore(SqlOperations):
             if quarantined:
                 c.executemany(
                     'INSERT INTO quarantine (topic, partition, "offset", reason, detail, raw, '
-                    "key, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    'key, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (topic, partition, "offset") '
+                    "DO NOTHING",
                     [
                         (q.topic, q.partition, q.offset, q.reason, q.detail, q.raw, q.key, q.at)
                         for q in quarantined
@@ -455,7 +461,12 @@ class SqlStore(SqlOperations):
                 )
             return _insert_jobs(c, jobs, now)
 
-        inserted = await self._write(run)
+        try:
+            inserted = await self._write(run)
+        except self.REJECTED_ERRORS as exc:
+            raise RecordRejected(f"{type(exc).__name__}: {exc}") from exc
+        except self.UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         by_id = {e.id: e for e, *_ in events}
         for job in inserted:
             event = by_id[job.event_id]
@@ -466,12 +477,23 @@ class SqlStore(SqlOperations):
     async def list_quarantine(self, limit: int = 100) -> list[QuarantinedRecord]:
         rows = await self._read(
             lambda c: c.execute(
-                'SELECT topic, partition, "offset", reason, detail, raw, key, at FROM quarantine '
-                "ORDER BY id DESC LIMIT ?",
-                (limit,),
+                f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine ORDER BY id DESC LIMIT ?", (limit,),
             ).fetchall()
         )
         return [QuarantinedRecord(*row) for row in rows]
+
+    async def unpublished_quarantine(self, limit: int) -> list[QuarantinedRecord]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE published_at IS NULL "
+                "ORDER BY id LIMIT ?", (limit,),
+            ).fetchall()
+        )
+        return [QuarantinedRecord(*row) for row in rows]
+
+    async def mark_quarantine_published(self, ids: Sequence[int], at: float) -> None:
+        await self._write(lambda c: c.executemany(
+            "UPDATE quarantine SET published_at = ? WHERE id = ?", [(at, i) for i in ids]))
 
     # -- dispatch -------------------------------------------------------------------------
     async def callbacks_with_pending(self, partitions: Partitions | None = None) -> list[str]:
@@ -563,6 +585,7 @@ class SqlStore(SqlOperations):
 
 
 _KEY_COLUMNS = "id, account_id, key_hash, prefix, name, created_at, revoked_at"
+_QUARANTINE_COLUMNS = 'topic, partition, "offset", reason, detail, raw, key, at, id, published_at'
 MAX_SUBSCRIPTIONS_PER_CALLBACK = 200
 
 

@@ -21,6 +21,10 @@ T = TypeVar("T")
 
 
 class SqliteStore(SqlStore):
+    REJECTED_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, UnicodeEncodeError)
+    # "database is locked", "disk I/O error", "database or disk is full", "unable to open"
+    UNAVAILABLE_ERRORS = (sqlite3.OperationalError,)
+
     def __init__(self, path: str | Path, box: SecretBox) -> None:
         super().__init__(box)
         self._path = str(path)

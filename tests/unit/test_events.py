@@ -2,8 +2,10 @@ import pytest
 
 from relay.events import (
     KNOWN_EVENT_TYPES,
+    MAX_DEPTH,
     SCHEMA_DIR,
     InvalidEvent,
+    accepted_event_types,
     RecordRef,
     decode_event,
     delivery_validator,
@@ -27,9 +29,11 @@ def test_example_files_are_valid(path) -> None:
 
 @pytest.mark.parametrize("path", sorted((SCHEMA_DIR / "examples" / "invalid").glob("*.json")),
                          ids=lambda p: p.name)
-def test_invalid_example_files_are_rejected(path) -> None:
-    with pytest.raises(InvalidEvent):
+def test_invalid_example_files_are_refused_with_the_reason_their_name_gives(path) -> None:
+    expected_reason = path.name.split("--")[0]
+    with pytest.raises(InvalidEvent) as info:
         decode_event(path.read_bytes(), REF, 10_000)
+    assert info.value.reason == expected_reason, info.value
 
 
 @pytest.mark.parametrize("event_type", KNOWN_EVENT_TYPES)
@@ -81,8 +85,97 @@ def test_bad_records_have_a_reason(raw, reason) -> None:
     assert info.value.reason == reason
 
 
-def test_unknown_but_well_formed_types_are_accepted() -> None:
+def test_unknown_types_are_refused_unless_configured() -> None:
     import orjson
 
     raw = orjson.dumps({"eventCategoryType": "FutureEvents.SomethingNew", "timestampUTC": 1, "mid": 5})
-    assert decode_event(raw, REF, 10_000).type == "FutureEvents.SomethingNew"
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(raw, REF, 10_000)
+    assert info.value.reason == "unknown_type"
+    accepted = accepted_event_types(["FutureEvents.SomethingNew"])
+    assert decode_event(raw, REF, 10_000, accepted).type == "FutureEvents.SomethingNew"
+
+
+def _event(**fields) -> dict:
+    return {"eventCategoryType": "TransactionalSendEvents.EmailBounced", "timestampUTC": 1795400000000,
+            "mid": 514009876, **fields}
+
+
+def test_null_means_absent_and_is_not_forwarded() -> None:
+    import orjson
+
+    raw = orjson.dumps(_event(compositeId=None, eid=None, info={"subscriberKey": "s", "reason": None,
+                                                                 "bounceCode": None}))
+    event = decode_event(raw, REF, 10_000)
+    body = orjson.loads(event.body)
+    assert "compositeId" not in body and "eid" not in body
+    assert body["info"] == {"subscriberKey": "s"}
+    delivery_validator()([body])
+
+
+def test_null_info_and_null_subscriber_key_mean_absent() -> None:
+    import orjson
+
+    assert decode_event(orjson.dumps(_event(info=None)), REF, 10_000).subscriber_key is None
+    event = decode_event(orjson.dumps(_event(info={"subscriberKey": None, "messageKey": None})), REF, 10_000)
+    assert event.subscriber_key is None and event.message_key is None
+
+
+def test_unknown_fields_pass_through_untouched_nulls_included() -> None:
+    import orjson
+
+    extra = {"tenantRegion": "eu", "tags": [None, 1.5, {"deep": [True]}], "nothing": None}
+    raw = orjson.dumps(_event(info={"subscriberKey": "s", "custom": None}, **extra))
+    body = orjson.loads(decode_event(raw, REF, 10_000).body)
+    for name, value in extra.items():
+        assert body[name] == value
+    assert body["info"] == {"subscriberKey": "s", "custom": None}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "field"),
+    [
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 1, "mid": 1, '
+         rb'"info": {"subscriberKey": "a\\u0000b"}}', None, None),  # an escaped backslash, not a NUL
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 1, "mid": 1, '
+         rb'"x\\u0000": 1, "y\u0000": 2}', "nul_character", "y"),
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 1, "mid": 1, '
+         rb'"list": [1, "\u0000"]}', "nul_character", "list[1]"),
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 9223372036854775807, '
+         b'"mid": 1}', None, None),
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 9223372036854775808, '
+         b'"mid": 1}', "integer_out_of_range", "timestampUTC"),
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 1, "mid": 1, '
+         b'"n": -9223372036854775809}', "integer_out_of_range", "n"),
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 1, "mid": 1, '
+         b'"n": -9223372036854775808, "s": "12345678901234567890123"}', None, None),
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 1, "mid": 1, '
+         b'"f": 1e400}', "number_out_of_range", "f"),
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 1.0, "mid": 1}', None, None),
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 1.5, "mid": 1}',
+         "schema", "timestampUTC"),
+        (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": true, "mid": 1}',
+         "schema", "timestampUTC"),
+    ],
+)
+def test_exact_decoding(raw, reason, field) -> None:
+    if reason is None:
+        event = decode_event(raw, REF, 10_000)
+        assert isinstance(event.timestamp_ms, int)
+        return
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(raw, REF, 10_000)
+    assert info.value.reason == reason
+    assert field in info.value.detail
+
+
+def test_nesting_up_to_the_limit_is_fine_and_beyond_it_is_too_deep() -> None:
+    def nested(depth: int) -> bytes:
+        return (b'{"eventCategoryType": "TransactionalSendEvents.EmailSent", "timestampUTC": 1, "mid": 1, '
+                b'"c": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}")
+
+    decode_event(nested(MAX_DEPTH), REF, 1 << 20)
+    for depth in (MAX_DEPTH + 1, 300, 2000):
+        with pytest.raises(InvalidEvent) as info:
+            decode_event(nested(depth), REF, 1 << 20)
+        assert info.value.reason == "too_deep"
