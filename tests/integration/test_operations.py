@@ -3,7 +3,6 @@ message status, live stats and the activity stream, retention, and the dead-lett
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from aiohttp import web
 from relay.samples import sample_event
 from tests.helpers.harness import RelayHarness, Tenant, settings_for
 from tests.helpers.kafka import KafkaBroker, produce, read_topic
+from tests.helpers.polling import eventually
 from tests.helpers.receiver import RecordingReceiver
 
 pytestmark = pytest.mark.kafka
@@ -23,17 +23,6 @@ pytestmark = pytest.mark.kafka
 async def send(harness: RelayHarness, tenant: Tenant, events: list[dict[str, Any]]) -> None:
     await produce(harness.settings.kafka_bootstrap, harness.topic, [orjson.dumps(e) for e in events],
                   [e["info"]["subscriberKey"].encode() for e in events])
-
-
-async def eventually(check: Any, timeout: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.2)
 
 
 async def dead_harness(kafka: KafkaBroker, tmp_path: Path, **overrides: Any) -> RelayHarness:
