@@ -22,7 +22,7 @@ from relay.api.auth import require_account
 from relay.api.context import ApiContext, context, registry_changed
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.crypto import hash_api_key
-from relay.delivery.http import UnsafeUrl, resolve_all
+from relay.delivery.http import UnsafeUrl
 from relay.ids import new_id
 from relay.signing import (
     SIGNING_KEY_PREFIX,
@@ -111,7 +111,7 @@ async def check_callback_url(ctx: ApiContext, url: str) -> None:
     if ctx.client.policy.host_allowlisted(host):
         return
     try:
-        addresses = await resolve_all(host)
+        addresses = await ctx.client.resolve(host)
     except OSError:
         raise bad_request(f"url host {host!r} does not resolve", field="url") from None
     refused = [str(a) for a in addresses if not ctx.client.policy.ip_allowed(host, a)]

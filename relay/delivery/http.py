@@ -6,12 +6,11 @@ is registered, so a DNS name that later points at 127.0.0.1 or 169.254.169.254 i
 
 from __future__ import annotations
 
-import asyncio
+import errno
 import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -48,20 +47,32 @@ class UrlPolicy:
         return any(ip in net for net in self._networks)
 
     def ip_allowed(self, host: str, ip: IPAddress) -> bool:
-        if host.lower() in self._hosts or self.ip_allowlisted(ip):
+        """Public addresses only. An IPv6 address that carries an IPv4 one (mapped, compatible,
+        NAT64, 6to4, Teredo) is judged by that IPv4 address too: ``::ffff:127.0.0.1`` and
+        ``64:ff9b::a9fe:a9fe`` reach loopback and the metadata service as surely as their IPv4 forms."""
+        if host.lower() in self._hosts:
             return True
-        return ip.is_global and not ip.is_multicast
+        addresses = [ip, *embedded_ipv4(ip)]
+        if any(self.ip_allowlisted(a) for a in addresses):
+            return True
+        return all(a.is_global and not a.is_multicast for a in addresses)
 
     def check_url(self, url: str) -> None:
-        """Static checks (scheme, userinfo, literal addresses); names are checked on connect."""
+        """Static checks (form, scheme, userinfo, literal addresses); names are checked on connect."""
+        if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+            raise UnsafeUrl("is not a valid URL: it contains a space or a control character")
         try:
             parts = urlsplit(url)
             host = parts.hostname
-            parts.port  # noqa: B018 - raises on a malformed port
+            port = parts.port
         except ValueError as exc:
-            raise UnsafeUrl(f"not a valid URL: {exc}") from None
+            raise UnsafeUrl(f"is not a valid URL: {exc}") from None
         if parts.scheme not in ("https", "http") or not host:
             raise UnsafeUrl("must be an absolute https:// URL")
+        if port == 0:
+            raise UnsafeUrl("is not a valid URL: port 0")
+        if not _is_ip(host):
+            _check_hostname(host)
         if parts.username is not None or parts.password is not None:
             raise UnsafeUrl("must not contain user information")
         if parts.scheme == "http" and not self.host_allowlisted(host):
@@ -85,7 +96,7 @@ class GuardedResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         allowed = [r for r in results if self._policy.ip_allowed(host, ipaddress.ip_address(r["host"]))]
         if not allowed:
-            raise OSError(f"{host} resolves only to addresses Relay may not call")
+            raise OSError(errno.EACCES, f"{host} resolves only to addresses Relay may not call")
         return allowed
 
     async def close(self) -> None:
@@ -109,18 +120,26 @@ class DeliveryClient:
     """One pooled aiohttp session for every callback. Inject a different session in tests."""
 
     def __init__(self, policy: UrlPolicy, max_connections: int = 256,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None,
+                 resolver: AbstractResolver | None = None) -> None:
         self.policy = policy
         self._own_session = session is None
         self._session = session
         self._max_connections = max_connections
+        # One resolver for registration checks and connections: tests inject a static one.
+        self._resolver = resolver or DefaultResolver()
+
+    async def resolve(self, host: str) -> list[IPAddress]:
+        """Addresses of ``host`` (registration-time checks), from the resolver connections use."""
+        results = await self._resolver.resolve(host, 0, socket.AF_UNSPEC)
+        return [ipaddress.ip_address(r["host"]) for r in results]
 
     async def start(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 limit_per_host=0,
-                resolver=GuardedResolver(self.policy),
+                resolver=GuardedResolver(self.policy, self._resolver),
                 keepalive_timeout=30,
                 ttl_dns_cache=10,
             )
@@ -176,6 +195,42 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, by the standard embeddings."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    value = int(ip)
+    low32 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d
+        found.append(ip.ipv4_mapped)
+    if value >> 32 == 0 and value > 1:  # ::a.b.c.d (IPv4-compatible, deprecated but routable by some stacks)
+        found.append(low32)
+    if ip in _NAT64_WELL_KNOWN or ip in _NAT64_LOCAL:  # 64:ff9b::/96, 64:ff9b:1::/48
+        found.append(low32)
+    if ip.sixtofour is not None:  # 2002:AABB:CCDD::/48
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:  # 2001:0::/32: server and (de-obfuscated) client
+        found.extend(ip.teredo)
+    return found
+
+
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def _check_hostname(host: str) -> None:
+    """DNS rules a resolver would enforce later, refused now with a message: IDNA, label length."""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+        ascii_host.encode("ascii").decode("idna")  # punycode labels (xn--) must decode too
+    except UnicodeError as exc:
+        raise UnsafeUrl(f"host {host!r} is not a valid domain name: {exc}") from None
+    labels = ascii_host.rstrip(".").split(".")
+    if len(ascii_host) > 253 or any(not 0 < len(label) <= 63 for label in labels):
+        raise UnsafeUrl(f"host {host!r} is not a valid domain name: labels are 1..63 characters, the name ≤ 253")
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text.strip("[]"))
@@ -184,8 +239,4 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-async def resolve_all(host: str) -> list[Any]:
-    """Addresses of ``host`` (for registration-time checks)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
