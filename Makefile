@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RECEIVER_PORT ?= 9000
 
 .PHONY: run test lint bench kafka-up kafka-down kafka-status pg-up pg-down venv clean
 
@@ -26,10 +27,11 @@ kafka-status:
 
 ## make run: venv + deps, local Kafka, SQLite store, the relay and a verifying demo receiver.
 ## Ctrl-C stops the demo, the receiver, and the broker if this command started it.
+## Ports: RELAY_API_LISTEN=127.0.0.1:8081 and RECEIVER_PORT=9100 move the API and the demo receiver.
 run: $(STAMP)
 	@trap '' INT; started=0; \
 	deploy/kafka/kafka.sh status >/dev/null 2>&1 || { deploy/kafka/kafka.sh up && started=1; }; \
-	$(BIN)/relay demo; rc=$$?; \
+	$(BIN)/relay demo --receiver-port $(RECEIVER_PORT); rc=$$?; \
 	if [ $$started = 1 ]; then deploy/kafka/kafka.sh down; fi; exit $$rc
 
 ## make test: the whole suite on a real broker, once on SQLite and once on PostgreSQL (the test

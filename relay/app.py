@@ -18,7 +18,8 @@ import structlog
 from aiohttp import web
 from aiokafka.admin import AIOKafkaAdminClient
 
-from relay.api import ApiContext, build_api
+from relay.api import ApiContext, build_api, build_metrics_app
+from relay.api.server import check_free, serve_app
 from relay.config import Settings
 from relay.crypto import SecretBox, load_master_key
 from relay.delivery.circuit import CircuitConfig
@@ -45,11 +46,16 @@ class Relay:
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
         self._disabling: set[str] = set()
 
     async def start(self) -> None:
         s = self.settings
+        METRICS.per_callback = s.metrics_per_callback
+        check_free(s.api_host_port, "RELAY_API_LISTEN")
+        if s.metrics_host_port is not None:
+            check_free(s.metrics_host_port, "RELAY_METRICS_LISTEN")
         Path(s.data_dir).mkdir(parents=True, exist_ok=True)
         box = SecretBox(load_master_key(s.master_key, s.data_dir))
         self.store = open_store(s.resolved_store_url, box)
@@ -84,10 +90,9 @@ class Relay:
                          readiness={"kafka": self._kafka_ready, "ingest": self._ingest_ready}, clock=self._clock,
                          requeue=self.dispatcher.requeue, circuit_state=self._circuit_state)
         # Long-lived streams (the activity stream) must not hold a shutdown for long.
-        self._runner = web.AppRunner(build_api(ctx), access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        host, port = s.api_host_port
-        await web.TCPSite(self._runner, host, port).start()
+        self._runner = await serve_app(build_api(ctx), s.api_host_port, "RELAY_API_LISTEN")
+        if s.metrics_host_port is not None:
+            self._metrics_runner = await serve_app(build_metrics_app(), s.metrics_host_port, "RELAY_METRICS_LISTEN")
 
         self._deadletters = await self.store.count_deadletters()
         self._retention = asyncio.create_task(self._retention_loop(), name="retention")
@@ -110,8 +115,9 @@ class Relay:
             await asyncio.wait(self._tasks, timeout=5.0)
         await self.publisher.stop()
         await self.client.close()
-        if self._runner:
-            await self._runner.cleanup()
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
         await self.router.stop()
         await self.store.close()
         log.info("relay_stopped")
@@ -143,16 +149,16 @@ class Relay:
     # -- reactions to delivery results ----------------------------------------------------
     def _on_result(self, result: DeliveryResult, callback: Callback) -> None:
         attempt = result.attempt
-        METRICS.deliveries.labels(callback.id, result.outcome).inc()
+        METRICS.deliveries.labels(METRICS.callback(callback.id), result.outcome).inc()
         METRICS.attempt_latency.observe(attempt.latency_ms / 1000)
         if result.outcome == "delivered":
-            METRICS.delivered_events.labels(callback.id).inc(len(result.jobs))
+            METRICS.delivered_events.labels(METRICS.callback(callback.id)).inc(len(result.jobs))
             now = self._clock()
             for job in result.jobs:
                 if job.event_timestamp_ms:
                     METRICS.end_to_end.observe(max(0.0, now - job.event_timestamp_ms / 1000))
         elif result.outcome == "dead":
-            METRICS.dead_letters.labels(callback.id).inc(len(result.jobs))
+            METRICS.dead_letters.labels(METRICS.callback(callback.id)).inc(len(result.jobs))
             self._spawn(self._publish_dead_letters(result))
             before, self._deadletters = self._deadletters, self._deadletters + len(result.jobs)
             threshold = self.settings.deadletter_alert_threshold
@@ -165,11 +171,11 @@ class Relay:
         if kind == "failing_since":
             self._spawn(self.store.set_failing_since(callback.id, data["since"]))
         elif kind == "circuit_opened":
-            METRICS.circuit_open.labels(callback.id).set(1)
+            METRICS.circuit_changed(callback.id, is_open=True)
             log.warning("circuit_opened", callback_id=callback.id, **data)
             self._spawn(self._ops_event("callback.circuit_opened", callback, data))
         elif kind == "circuit_closed":
-            METRICS.circuit_open.labels(callback.id).set(0)
+            METRICS.circuit_changed(callback.id, is_open=False)
             log.info("circuit_closed", callback_id=callback.id)
             self._spawn(self._ops_event("callback.circuit_closed", callback, data))
         elif kind == "disable" and callback.id not in self._disabling:
@@ -190,9 +196,14 @@ class Relay:
                 log.exception("gauge_refresh_failed")
 
     async def _refresh_gauges(self) -> None:
-        for callback_id, lane in self.dispatcher.lanes.items():
-            METRICS.queue_depth.labels(callback_id).set(lane.depth)
-            METRICS.in_flight.labels(callback_id).set(lane.in_flight)
+        lanes = self.dispatcher.lanes
+        if METRICS.per_callback:
+            for callback_id, lane in lanes.items():
+                METRICS.queue_depth.labels(callback_id).set(lane.depth)
+                METRICS.in_flight.labels(callback_id).set(lane.in_flight)
+        else:
+            METRICS.queue_depth.labels("all").set(sum(lane.depth for lane in lanes.values()))
+            METRICS.in_flight.labels("all").set(sum(lane.in_flight for lane in lanes.values()))
         for tp, lag in (await self.ingest.lag()).items():
             METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         METRICS.dead_letters_stored.set(self._deadletters)

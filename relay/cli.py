@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from relay import registry_cli
+from relay.api.server import ListenError, check_free
 from relay.config import ConfigError, Settings, load_settings, settings_table_markdown
 from relay.logs import configure_logging
 
@@ -48,6 +49,9 @@ def serve(config: str | None) -> None:
         _run(Relay(settings).run_until_signalled())
     except ConfigError as exc:
         click.echo(f"relay: configuration error: {exc}", err=True)
+        sys.exit(2)
+    except ListenError as exc:
+        click.echo(f"relay: {exc}", err=True)
         sys.exit(2)
 
 
@@ -179,8 +183,14 @@ def demo(rate: float, receiver_port: int) -> None:
     demo_dir = Path(settings.data_dir) / "demo"
     level = settings.log_level if settings.sources["log_level"] != "default" else "warning"
     configure_logging(level, "console")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(settings, demo_dir, rate, receiver_port))
+    try:
+        check_free(settings.api_host_port, "RELAY_API_LISTEN")
+        check_free(("127.0.0.1", receiver_port), "RECEIVER_PORT (make run RECEIVER_PORT=9100) or --receiver-port")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_demo(settings, demo_dir, rate, receiver_port))
+    except ListenError as exc:
+        click.echo(f"relay demo: {exc}", err=True)
+        sys.exit(2)
 
 
 registry_cli.register(main)

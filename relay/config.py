@@ -126,6 +126,21 @@ def _store_url(value: Any) -> str:
     return text
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+def _optional_host_port(value: Any) -> str:
+    return "" if _str(value).strip() == "" else _host_port(value)
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = _str(value).lower()
@@ -165,6 +180,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./.relay", _str, "Data directory: SQLite store, generated master key, local Kafka."),
     Setting("store_url", "", _str, "Store location; empty means sqlite:///<data_dir>/relay.db."),
     Setting("api_listen", "127.0.0.1:8080", _host_port, "Address of the REST API, dashboard and /metrics."),
+    Setting("metrics_listen", "", _optional_host_port,
+            "Serve /metrics on this host:port instead of the API's (keeps it off a public API port)."),
+    Setting("metrics_per_callback", True, _bool,
+            "Label delivery metrics by callback id; false sums them under callback_id=\"all\" (many callbacks)."),
     Setting("admin_key", "", _str, "Admin API key: creates accounts and their keys. Empty disables admin routes."),
     Setting("master_key", "", _str, "Base64 32-byte key encrypting secrets at rest; empty: generated in data_dir."),
     Setting("url_allowlist", (), _allowlist, "Hosts/CIDRs allowed despite the SSRF rules; http:// only for these."),
@@ -208,6 +227,8 @@ class Settings:
     data_dir: str
     store_url: str
     api_listen: str
+    metrics_listen: str
+    metrics_per_callback: bool
     admin_key: str
     master_key: str
     url_allowlist: tuple[str, ...]
@@ -239,11 +260,19 @@ class Settings:
 
     @property
     def api_host_port(self) -> tuple[str, int]:
-        host, _, port = self.api_listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return split_host_port(self.api_listen)
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int] | None:
+        return split_host_port(self.metrics_listen) if self.metrics_listen else None
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def load_settings(

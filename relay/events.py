@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,6 +29,8 @@ from typing import Any
 
 import fastjsonschema
 import orjson
+
+from relay.jsonwalk import walk_json
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -209,7 +211,7 @@ def _diagnose(value: bytes, orjson_message: str) -> InvalidEvent:
         if "depth limit" in orjson_message:
             return InvalidEvent("too_deep", f"nested deeper than {MAX_DEPTH} levels")
         return InvalidEvent("malformed_json", orjson_message)
-    for path, item in _walk(data):
+    for path, item in walk_json(data):
         if isinstance(item, str) and any("\ud800" <= ch <= "\udfff" for ch in item):
             if not valid_utf8:
                 return InvalidEvent("invalid_utf8", f"{path}: not valid UTF-8")
@@ -222,7 +224,7 @@ def _diagnose(value: bytes, orjson_message: str) -> InvalidEvent:
 
 
 def _refuse_unstorable(data: Any) -> None:
-    for path, item in _walk(data):
+    for path, item in walk_json(data):
         if isinstance(item, str) and "\x00" in item:
             raise InvalidEvent("nul_character", f"{path}: contains U+0000")
         if type(item) is int and not INT64_MIN <= item <= INT64_MAX:
@@ -239,22 +241,6 @@ def _check_depth(data: Any) -> None:
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
-
-
-def _walk(data: Any) -> Iterator[tuple[str, Any]]:
-    """Every key and value with its path (``info.subscriberKey``, ``composite.items[3]``),
-    depth first, without recursion (a record may nest a thousand levels)."""
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        path, item = stack.pop()
-        yield path or "$", item
-        if isinstance(item, dict):
-            for key, child in reversed(item.items()):
-                child_path = f"{path}.{key}" if path else str(key)
-                yield child_path, key
-                stack.append((child_path, child))
-        elif isinstance(item, list):
-            stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(item))))
 
 
 def _drop_nulls(data: dict[str, Any]) -> None:

@@ -10,6 +10,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # With thousands of callbacks one series per callback is too many: ``metrics_per_callback``
+    # off sums them under callback_id="all".
+    per_callback: bool = True
+
+    def callback(self, callback_id: str) -> str:
+        """The callback_id label value for this callback."""
+        return callback_id if self.per_callback else "all"
+
+    def circuit_changed(self, callback_id: str, is_open: bool) -> None:
+        if self.per_callback:
+            self.circuit_open.labels(callback_id).set(1 if is_open else 0)
+        elif is_open:
+            self.circuit_open.labels("all").inc()
+        else:
+            self.circuit_open.labels("all").dec()
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -36,7 +51,8 @@ class Metrics:
             "relay_attempt_seconds", "Duration of one POST.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.circuit_open = Gauge(
-            "relay_circuit_open", "1 while a callback's circuit is open.", ["callback_id"], registry=r)
+            "relay_circuit_open", "1 while a callback's circuit is open (callback_id=\"all\": how many are open).",
+            ["callback_id"], registry=r)
         self.callbacks_disabled = Counter(
             "relay_callbacks_disabled_total", "Callbacks disabled by the relay.", registry=r)
         self.queue_depth = Gauge(

@@ -116,7 +116,7 @@ def accounts_list(api: str, key: str, as_json: bool) -> None:
 def accounts_add_key(account_id: str, name: str, api: str, key: str, as_json: bool) -> None:
     client = Api(api, key, as_json)
     client.show(client.call("POST", f"/v1/accounts/{account_id}/keys", {"name": name}),
-                ("id", "name", "apiKey"))
+                ("keyId", "name", "apiKey"))
 
 
 @accounts.command("revoke-key")
@@ -311,9 +311,11 @@ def dlq_show(deadletter_id: int, api: str, key: str, as_json: bool) -> None:
 @click.option("--type", "event_type", default=None)
 @click.option("--reason", default=None)
 @click.option("--rate", type=click.IntRange(1, 10000), default=100, show_default=True, help="Per second.")
+@click.option("--enable-callback", is_flag=True, help="Enable the callback again if the relay disabled it.")
 @_api_options()
 def dlq_replay(deadletter_ids: tuple[int, ...], all_matching: bool, callback_id: str | None,
-               event_type: str | None, reason: str | None, rate: int, api: str, key: str, as_json: bool) -> None:
+               event_type: str | None, reason: str | None, rate: int, enable_callback: bool, api: str, key: str,
+               as_json: bool) -> None:
     """Replay the given ids, or --all-matching a filter, and follow the progress."""
     client = Api(api, key, as_json)
     if not deadletter_ids and not all_matching:
@@ -321,6 +323,10 @@ def dlq_replay(deadletter_ids: tuple[int, ...], all_matching: bool, callback_id:
     body: dict[str, Any] = {"ratePerSecond": rate, **_dlq_query(callback_id, event_type, reason)}
     if deadletter_ids:
         body["ids"] = list(deadletter_ids)
+    elif len(body) == 1:
+        body["all"] = True  # --all-matching with no filter: every dead letter, as asked
+    if enable_callback:
+        body["enableCallback"] = True
     progress = client.call("POST", "/v1/deadletters/replay", body)
     while not progress["done"]:
         time.sleep(0.5)
@@ -343,7 +349,8 @@ def dlq_purge(deadletter_ids: tuple[int, ...], all_matching: bool, callback_id: 
             client.call("DELETE", f"/v1/deadletters/{letter_id}")
         click.echo(f"purged {len(deadletter_ids)}")
     elif all_matching:
-        result = client.call("POST", "/v1/deadletters/purge", _dlq_query(callback_id, event_type, reason))
+        selection = _dlq_query(callback_id, event_type, reason) or {"all": True}
+        result = client.call("POST", "/v1/deadletters/purge", selection)
         click.echo(f"purged {result['purged']}")
     else:
         raise click.UsageError("give dead-letter ids, or --all-matching with filters")

@@ -60,6 +60,8 @@ def parse_filter(text: str) -> Filter:
         raise InvalidFilter(f"{text!r} is not field=value, field!=value or field=a|b")
     if field not in FILTER_FIELDS:
         raise InvalidFilter(f"{field!r} cannot be filtered on; fields: {', '.join(FILTER_FIELDS)}")
+    if value.startswith(("=", "!")) or field.endswith(("!", "<", ">")):
+        raise InvalidFilter(f"{text!r} is not field=value, field!=value or field=a|b (one '=' only)")
     values = frozenset(v.strip() for v in value.split("|"))
     if not all(values):
         raise InvalidFilter(f"{text!r} has an empty value")

@@ -27,7 +27,7 @@ def account_json(account: Account) -> dict[str, Any]:
 
 
 def key_json(key: ApiKey) -> dict[str, Any]:
-    return {"id": key.id, "name": key.name, "prefix": key.prefix, "createdAt": key.created_at,
+    return {"keyId": key.id, "name": key.name, "prefix": key.prefix, "createdAt": key.created_at,
             "revokedAt": key.revoked_at}
 
 
@@ -50,7 +50,7 @@ async def create_account(request: web.Request) -> web.Response:
         mid = str(mid)
     if "mid" not in data:
         raise bad_request("mid is required", field="mid", code="required")
-    if not isinstance(mid, str) or not mid.isdigit() or len(mid) > 20:
+    if not isinstance(mid, str) or not (mid.isascii() and mid.isdigit()) or len(mid) > 20:
         raise bad_request("mid must be the account's numeric MID", field="mid")
     account = Account(new_id("acct"), name, mid, ctx.clock())
     secret, key = issue_key(ctx, account.id, "initial")

@@ -14,6 +14,7 @@ from relay.store.models import Account
 
 ADMIN = web.RequestKey("relay_admin", bool)
 ACCOUNT = web.RequestKey("relay_account", Account | None)  # type: ignore[arg-type]
+KEY_HASH = web.RequestKey("relay_key_hash", str)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.yaml"})
 
@@ -32,12 +33,22 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         request[ADMIN] = True
         request[ACCOUNT] = None
         return await handler(request)
-    account = await context(request).store.account_for_key(hash_api_key(token))
+    key_hash = hash_api_key(token)
+    account = await context(request).store.account_for_key(key_hash)
     if account is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
     request[ADMIN] = False
     request[ACCOUNT] = account
+    request[KEY_HASH] = key_hash
     return await handler(request)
+
+
+async def still_authorized(request: web.Request) -> bool:
+    """For long-lived responses: is the key that opened this request still valid?"""
+    key_hash = request.get(KEY_HASH)
+    if key_hash is None:
+        return bool(request.get(ADMIN))
+    return await context(request).store.account_for_key(key_hash) is not None
 
 
 def require_admin(request: web.Request) -> None:

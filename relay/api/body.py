@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from relay.api.errors import ApiError, bad_request
+from relay.api.inputs import check_json_body, check_json_values
 
 MISSING: Any = object()
 
@@ -17,12 +18,14 @@ async def read_object(request: web.Request, allowed: set[str]) -> dict[str, Any]
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "too_large", "request body is too large") from None
+    check_json_body(request, raw)
     try:
         data = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"body is not valid JSON: {exc}", code="malformed_json") from None
     if not isinstance(data, dict):
         raise bad_request("body must be a JSON object")
+    check_json_values(data)
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise bad_request(f"unknown field {unknown[0]!r}", field=unknown[0], code="unknown_field")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +16,14 @@ from aiohttp import web
 
 from relay.api import body
 from relay.api.auth import require_account
-from relay.api.context import ApiContext, context
+from relay.api.context import ApiContext, context, registry_changed
 from relay.api.errors import ApiError, bad_request, json_response
+from relay.api.inputs import database_id
 from relay.api.paging import page_params, paged
 
 routes = web.RouteTableDef()
 FILTER_FIELDS = ("callbackId", "eventType", "reason", "since", "until")
+MAX_UNIX_SECONDS = 1e11  # year 5138: beyond any real timestamp, well inside every store's range
 
 
 def _filters(source: dict[str, Any]) -> dict[str, Any]:
@@ -30,10 +33,7 @@ def _filters(source: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if name in ("since", "until"):
-            try:
-                filters[name] = float(value)
-            except (TypeError, ValueError):
-                raise bad_request(f"{name} must be unix seconds", field=name) from None
+            filters[name] = _unix_seconds(name, value)
         elif not isinstance(value, str) or not 0 < len(value) <= 200:
             raise bad_request(f"{name} must be a string of 1..200 characters", field=name)
         else:
@@ -41,8 +41,21 @@ def _filters(source: dict[str, Any]) -> dict[str, Any]:
     return filters
 
 
+def _unix_seconds(name: str, value: Any) -> float:
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_UNIX_SECONDS):
+        raise bad_request(f"{name} must be unix seconds (0..{MAX_UNIX_SECONDS:.0f})", field=name)
+    return seconds
+
+
 def _id(request: web.Request) -> int:
-    return int(request.match_info["id"])
+    letter_id = database_id(request.match_info["id"])
+    if letter_id is None:
+        raise ApiError(404, "not_found", f"dead letter {request.match_info['id'][:30]} not found")
+    return letter_id
 
 
 @routes.get("/v1/deadletters")
@@ -65,9 +78,34 @@ async def replay_one(request: web.Request) -> web.Response:
     account = require_account(request)
     ctx = context(request)
     letter_id = _id(request)
+    data = await body.read_object(request, {"enableCallback"})
+    letter = await ctx.store.get_deadletter(account.id, letter_id)
+    await _callback_can_receive(ctx, account.id, letter["callbackId"],
+                                body.boolean(data, "enableCallback", default=False))
     if not await _replay(ctx, account.id, [letter_id]):
         raise ApiError(404, "not_found", f"dead letter {letter_id} not found")
     return json_response({"replayed": 1}, status=202)
+
+
+async def _callback_can_receive(ctx: ApiContext, account_id: str, callback_id: str, enable: bool) -> None:
+    """A replay to a disabled callback would sit pending unseen: refuse it (409) with the reason the
+    callback was disabled, unless the caller asks to enable the callback again."""
+    callback = await ctx.store.get_callback(callback_id, account_id)
+    if callback.enabled:
+        return
+    if not enable:
+        raise ApiError(409, "callback_disabled",
+                       f"callback {callback_id} is disabled ({callback.disabled_reason or 'no reason given'}); "
+                       "fix the endpoint, then replay with enableCallback: true")
+    await ctx.store.set_callback_enabled(callback_id, True, None)
+    await registry_changed(ctx)
+
+
+def _selection_required(data: dict[str, Any], filters: dict[str, Any]) -> None:
+    """A bulk action with no filter touches every dead letter: only when the body says so."""
+    if not filters and data.get("all") is not True:
+        raise bad_request('give ids or a filter (callbackId, eventType, reason, since, until), or "all": true '
+                          "to act on every dead letter", field="all", code="selection_required")
 
 
 @routes.delete("/v1/deadletters/{id:[0-9]+}")
@@ -83,8 +121,11 @@ async def purge_one(request: web.Request) -> web.Response:
 @routes.post("/v1/deadletters/purge")
 async def purge_many(request: web.Request) -> web.Response:
     account = require_account(request)
-    data = await body.read_object(request, set(FILTER_FIELDS))
-    purged = await context(request).store.purge_deadletters(account.id, _filters(data))
+    data = await body.read_object(request, {"all", *FILTER_FIELDS})
+    body.boolean(data, "all", default=False)
+    filters = _filters(data)
+    _selection_required(data, filters)
+    purged = await context(request).store.purge_deadletters(account.id, filters)
     return json_response({"purged": purged})
 
 
@@ -114,8 +155,9 @@ async def replay_many(request: web.Request) -> web.Response:
     """Replay a selection (``ids``) or everything matching a filter, at ``ratePerSecond``."""
     account = require_account(request)
     ctx = context(request)
-    data = await body.read_object(request, {"ids", "ratePerSecond", *FILTER_FIELDS})
+    data = await body.read_object(request, {"ids", "ratePerSecond", "all", "enableCallback", *FILTER_FIELDS})
     rate = float(body.integer(data, "ratePerSecond", default=100, low=1, high=10000))
+    body.boolean(data, "all", default=False)
     ids = data.get("ids")
     if ids is not None and (not isinstance(ids, list) or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in ids) or len(ids) > 10000):
@@ -123,6 +165,10 @@ async def replay_many(request: web.Request) -> web.Response:
     filters = _filters(data)
     if ids is not None:
         filters["ids"] = ids
+    _selection_required(data, filters)
+    if "callbackId" in filters:
+        await _callback_can_receive(ctx, account.id, filters["callbackId"],
+                                    body.boolean(data, "enableCallback", default=False))
     redrive = Redrive(f"rd_{next(_sequence)}", account.id, rate)
     redrive.task = asyncio.create_task(_run_redrive(ctx, redrive, filters))
     _redrives[redrive.id] = redrive

@@ -34,7 +34,10 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
-@routes.get("/metrics")
+metrics_routes = web.RouteTableDef()
+
+
+@metrics_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(METRICS.registry),
                         headers={"content-type": CONTENT_TYPE_LATEST})

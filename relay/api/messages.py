@@ -11,6 +11,7 @@ from aiohttp import web
 from relay.api.auth import require_account
 from relay.api.context import context
 from relay.api.errors import bad_request, json_response
+from relay.api.paging import bounded_int
 
 routes = web.RouteTableDef()
 
@@ -25,8 +26,6 @@ async def message_status(request: web.Request) -> web.Response:
     value = request.query[field]
     if len(value) > 254:
         raise bad_request(f"{field} is at most 254 characters", field=field)
-    limit = request.query.get("limit", "200")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise bad_request("limit must be 1..1000", field="limit")
-    timeline = await context(request).store.message_timeline(account.id, field, value, int(limit))
+    limit = bounded_int(request, "limit", 200, 1, 1000)
+    timeline = await context(request).store.message_timeline(account.id, field, value, limit)
     return json_response({field: value, "events": timeline})

@@ -7,15 +7,23 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.errors import bad_request
+from relay.api.inputs import database_id
 
 
 def page_params(request: web.Request, default: int = 100, maximum: int = 1000) -> tuple[int, int]:
-    cursor, limit = request.query.get("cursor", "0"), request.query.get("limit", str(default))
-    if not cursor.isdigit():
+    cursor = database_id(request.query.get("cursor", "0"))
+    if cursor is None:
         raise bad_request("cursor must be the nextCursor of a previous page", field="cursor")
-    if not limit.isdigit() or not 1 <= int(limit) <= maximum:
-        raise bad_request(f"limit must be 1..{maximum}", field="limit")
-    return int(cursor), int(limit)
+    return cursor, bounded_int(request, "limit", default, 1, maximum)
+
+
+def bounded_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter in ``low..high`` (ASCII digits only), else a 400 naming it."""
+    text = request.query.get(name, str(default))
+    value = database_id(text)
+    if value is None or not low <= value <= high:
+        raise bad_request(f"{name} must be an integer {low}..{high}", field=name)
+    return value
 
 
 def paged(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from relay.api.auth import require_account
+from relay.api.auth import require_account, still_authorized
 from relay.api.context import ApiContext, context
 from relay.api.errors import bad_request, json_response
+from relay.api.paging import bounded_int
 
 routes = web.RouteTableDef()
+KEY_RECHECK_SECONDS = 2.0
 BUCKETS = {"minute": 60_000, "hour": 3_600_000}
 MAX_WINDOW_MINUTES = 7 * 24 * 60
 
@@ -37,10 +40,7 @@ def _window(request: web.Request) -> tuple[int, str]:
     bucket = request.query.get("bucket", "minute")
     if bucket not in BUCKETS:
         raise bad_request("bucket must be minute or hour", field="bucket")
-    window = request.query.get("windowMinutes", "60")
-    if not window.isdigit() or not 1 <= int(window) <= MAX_WINDOW_MINUTES:
-        raise bad_request(f"windowMinutes must be 1..{MAX_WINDOW_MINUTES}", field="windowMinutes")
-    return int(window), bucket
+    return bounded_int(request, "windowMinutes", 60, 1, MAX_WINDOW_MINUTES), bucket
 
 
 @routes.get("/v1/stats")
@@ -53,15 +53,22 @@ async def stats(request: web.Request) -> web.Response:
 
 @routes.get("/v1/activity/stream")
 async def activity_stream(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: the per-minute counts of the last hour, pushed every second."""
+    """Server-Sent Events: the per-minute counts of the last hour, pushed every second. The key
+    is checked again every ``KEY_RECHECK_SECONDS``: revoking it ends the stream (``event: end``)."""
     account = require_account(request)
     ctx = context(request)
     window, bucket = _window(request)
     response = web.StreamResponse(headers={"content-type": "text/event-stream",
                                            "cache-control": "no-cache"})
     await response.prepare(request)
+    checked = time.monotonic()
     try:
         while True:
+            if time.monotonic() - checked >= KEY_RECHECK_SECONDS:
+                checked = time.monotonic()
+                if not await still_authorized(request):
+                    await response.write(b'event: end\ndata: {"reason": "api key revoked"}\n\n')
+                    break
             payload = orjson.dumps(await counts(ctx, account.id, window, bucket))
             await response.write(b"event: counts\ndata: " + payload + b"\n\n")
             await asyncio.sleep(1.0)

@@ -7,6 +7,7 @@ second connection, which WAL lets run beside the writer.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,10 @@ class SqliteStore(SqlStore):
         self._read_conn = await loop.run_in_executor(self._reader, self._connect)
 
     def _connect(self) -> sqlite3.Connection:
+        # Owner-only: the file holds sealed secrets, hashed keys and every event. SQLite gives the
+        # -wal and -shm files the database file's mode.
+        os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self._path, 0o600)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")

@@ -190,13 +190,14 @@ async def test_operations_routes_isolate_tenants(kafka: KafkaBroker, tmp_path: P
             assert status == 404, (method, path)
         _, page = await bob.api.call("GET", "/v1/deadletters", expect=200)
         assert page["data"] == []
-        _, purged = await bob.api.call("POST", "/v1/deadletters/purge", {}, expect=200)
+        await bob.api.call("POST", "/v1/deadletters/purge", {}, expect=400)  # no filter: must say "all"
+        _, purged = await bob.api.call("POST", "/v1/deadletters/purge", {"all": True}, expect=200)
         assert purged["purged"] == 0
         _, messages = await bob.api.call("GET", "/v1/messages?messageKey=secret-msg", expect=200)
         assert messages["events"] == []
         _, stats = await bob.api.call("GET", "/v1/stats", expect=200)
         assert stats["totals"] == {}
-        _, started = await bob.api.call("POST", "/v1/deadletters/replay", {}, expect=202)
+        _, started = await bob.api.call("POST", "/v1/deadletters/replay", {"all": True}, expect=202)
         status, _ = await alice.api.call("GET", f"/v1/deadletters/replay/{started['id']}")
         assert status == 404
         _, still = await alice.api.call("GET", "/v1/deadletters", expect=200)

@@ -170,7 +170,7 @@ async def test_api_keys_are_several_per_account_and_revocable(relay: RelayHarnes
         _, keys = await relay.admin.call("GET", f"/v1/accounts/{account_id}/keys", expect=200)
         assert {k["name"] for k in keys["data"]} == {"initial", "ci"}
         assert all("apiKey" not in k for k in keys["data"])
-        await relay.admin.call("DELETE", f"/v1/accounts/{account_id}/keys/{key['id']}")
+        await relay.admin.call("DELETE", f"/v1/accounts/{account_id}/keys/{key['keyId']}")
         status, _ = await second.call("GET", "/v1/callbacks")
         assert status == 401
         await tenant.api.call("GET", "/v1/callbacks", expect=200)
