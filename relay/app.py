@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 from aiokafka.admin import AIOKafkaAdminClient
 
 from relay.api import ApiContext, build_api, build_metrics_app
@@ -41,9 +42,11 @@ INPUT_TOPIC_PARTITIONS = 6
 
 
 class Relay:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
+                 resolver: AbstractResolver | None = None) -> None:
         self.settings = settings
         self._clock = clock
+        self._resolver = resolver  # DNS for callback URLs (registration and connect); tests inject one
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
@@ -67,7 +70,7 @@ class Relay:
         })
         self.router = Router(self.store)
         await self.router.start()
-        self.client = DeliveryClient(UrlPolicy(s.url_allowlist), s.global_max_in_flight)
+        self.client = DeliveryClient(UrlPolicy(s.url_allowlist), s.global_max_in_flight, resolver=self._resolver)
         await self.client.start()
         self.publisher = Publisher(s.kafka_bootstrap)
         await self.publisher.start()

@@ -50,12 +50,9 @@ class UrlPolicy:
         """Public addresses only. An IPv6 address that carries an IPv4 one (mapped, compatible,
         NAT64, 6to4, Teredo) is judged by that IPv4 address too: ``::ffff:127.0.0.1`` and
         ``64:ff9b::a9fe:a9fe`` reach loopback and the metadata service as surely as their IPv4 forms."""
-        if host.lower() in self._hosts:
-            return True
-        addresses = [ip, *embedded_ipv4(ip)]
-        if any(self.ip_allowlisted(a) for a in addresses):
-            return True
-        return all(a.is_global and not a.is_multicast for a in addresses)
+        if host.lower() in self._hosts or self.ip_allowlisted(ip):
+            return True  # the allow-list matches the address as written, never an embedded one
+        return all(a.is_global and not a.is_multicast for a in (ip, *embedded_ipv4(ip)))
 
     def check_url(self, url: str) -> None:
         """Static checks (form, scheme, userinfo, literal addresses); names are checked on connect."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from relay.app import Relay
 from relay.config import Settings, load_settings
@@ -113,16 +114,18 @@ async def create_tenant(admin: ApiClient, mid: str | None = None, name: str = "A
 
 
 class RelayHarness:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
+                 resolver: AbstractResolver | None = None) -> None:
         self.settings = settings
         self.clock = clock
+        self.resolver = resolver
         self.relay: Relay | None = None
         self.base = f"http://{settings.api_listen}"
         self.admin = ApiClient(self.base, ADMIN_KEY)
         self._clients: list[ApiClient] = [self.admin]
 
     async def start(self) -> RelayHarness:
-        self.relay = Relay(self.settings, clock=self.clock)
+        self.relay = Relay(self.settings, clock=self.clock, resolver=self.resolver)
         await self.relay.start()
         return self
 

@@ -16,10 +16,10 @@ from aiohttp import web
 
 from relay.metrics import METRICS
 from relay.samples import sample_event
+from tests.helpers import postgres
 from tests.helpers.harness import RelayHarness, Tenant, settings_for
 from tests.helpers.kafka import KafkaBroker, free_port, produce
 from tests.helpers.polling import eventually
-from tests.helpers.postgres import testing_postgres
 from tests.helpers.receiver import RecordingReceiver
 
 pytestmark = pytest.mark.kafka
@@ -189,7 +189,7 @@ async def test_an_activity_stream_ends_soon_after_its_key_is_revoked(relay: Rela
     assert b"event: end" in rest and b"revoked" in rest
 
 
-@pytest.mark.skipif(testing_postgres(), reason="the SQLite file exists only on the SQLite store")
+@pytest.mark.skipif(postgres.testing_postgres(), reason="the SQLite file exists only on the SQLite store")
 async def test_sqlite_files_are_owner_only(relay: RelayHarness) -> None:
     data = Path(relay.settings.data_dir)
     files = [p for p in data.glob("relay.db*")]

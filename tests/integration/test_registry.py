@@ -4,8 +4,6 @@ rotation, subscriptions, tenant isolation, SSRF rules and input errors."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from relay.verify import NoMatchingSignature, verify
 from tests.helpers.harness import RelayHarness, Tenant, settings_for
 from tests.helpers.kafka import KafkaBroker, produce
 from tests.helpers.receiver import RecordingReceiver
+from tests.helpers.resolver import StaticResolver
 
 pytestmark = pytest.mark.kafka
 
@@ -257,17 +256,6 @@ async def test_at_most_200_subscriptions_per_callback(relay: RelayHarness, recei
     assert status == 409 and "200" in err["error"]["message"]
 
 
-def _private_hostname() -> str | None:
-    for name in (socket.gethostname(), "vm", "runsc"):
-        try:
-            infos = socket.getaddrinfo(name, None)
-        except OSError:
-            continue
-        if infos and not any(ipaddress.ip_address(i[4][0]).is_global for i in infos) and name != "localhost":
-            return name
-    return None
-
-
 @pytest.mark.parametrize("url", [
     "http://hooks.example.com/x",  # http for a host not on the allow-list
     "https://10.0.0.8/x",
@@ -290,15 +278,26 @@ async def test_ssrf_tricks_are_refused_at_registration(relay: RelayHarness, url:
     assert err["error"]["field"] == "url"
 
 
-async def test_a_name_that_resolves_to_a_private_address_is_refused(kafka: KafkaBroker, tmp_path: Path) -> None:
-    name = _private_hostname()
-    if name is None:
-        pytest.skip("no local name resolves to a private address on this machine")
-    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, url_allowlist=[])).start()
+PRIVATE_TARGETS = ["10.0.0.8", "127.0.0.1", "169.254.169.254", "::1", "fd00::1", "::ffff:169.254.169.254",
+                   "64:ff9b::a9fe:a9fe", "2002:7f00:1::1", "::10.0.0.8"]
+
+
+async def test_names_that_resolve_to_private_addresses_are_refused_at_registration_and_connect(
+        kafka: KafkaBroker, tmp_path: Path) -> None:
+    """DNS from a static test resolver (not /etc/hosts): each name points at one private target."""
+    table = {f"h{i}.example": [address] for i, address in enumerate(PRIVATE_TARGETS)}
+    table["mixed.example"] = ["93.184.216.34", "::ffff:10.0.0.8"]
+    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, url_allowlist=[]),
+                                 resolver=StaticResolver(table)).start()
     try:
         tenant = await harness.tenant()
-        status, err = await tenant.api.call("POST", "/v1/callbacks", {"name": "x", "url": f"https://{name}/hook"})
-        assert status == 400 and err["error"]["code"] == "unsafe_url", err
+        for name in table:
+            status, err = await tenant.api.call("POST", "/v1/callbacks", {"name": "x", "url": f"https://{name}/hook"})
+            assert status == 400 and err["error"]["code"] == "unsafe_url", (name, err)
+        assert harness.relay is not None
+        for name in (n for n in table if n != "mixed.example"):  # mixed: the public address stays usable
+            outcome = await harness.relay.client.post(f"https://{name}/hook", b"[]", {}, timeout=5)
+            assert outcome.status is None and "may not call" in (outcome.error or ""), (name, outcome)
     finally:
         await harness.close()
 

@@ -20,6 +20,11 @@ def test_kubernetes_manifests_use_known_settings_and_real_probes() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    metrics_port = docs["ConfigMap"]["data"]["RELAY_METRICS_LISTEN"].rsplit(":", 1)[1]
+    annotations = docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == metrics_port
+    assert {p["containerPort"] for p in container["ports"]} >= {8080, int(metrics_port)}
+    assert all(p["targetPort"] != "metrics" for p in docs["Service"]["spec"]["ports"])
 
 
 def test_systemd_unit_and_environment_file() -> None:
