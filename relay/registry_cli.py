@@ -99,7 +99,7 @@ def accounts() -> None:
 def accounts_create(name: str, mid: str, api: str, key: str, as_json: bool) -> None:
     client = Api(api, key, as_json)
     client.show(client.call("POST", "/v1/accounts", {"name": name, "mid": mid}),
-                ("id", "name", "mid", "apiKey"))
+                ("id", "name", "mid", "apiKey", "keyId"))
 
 
 @accounts.command("list")

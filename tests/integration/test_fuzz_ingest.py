@@ -11,6 +11,7 @@ round of markers adds no quarantine row, and the quarantine topic holds each row
 from __future__ import annotations
 
 import json
+import os
 import random
 import uuid
 from collections import Counter
@@ -64,58 +65,58 @@ huge_ints = st.integers(2**63, 2**80) | st.integers(-(2**80), -(2**63) - 1)
 
 @st.composite
 def event_records(draw: st.DrawFn, mid: str) -> Fuzzed:
-    """A valid event, then zero to two mutations, each either harmless or fatal."""
+    """A valid event, then zero to two mutations, each either harmless or fatal. A later mutation
+    may overwrite an earlier one (null out ``info`` after poisoning ``info.to``): what is fatal is
+    tracked per field, so the expected fate is that of the event as finally written."""
     fuzz_id = f"fz-{uuid.uuid4().hex[:12]}"
     event: dict[str, Any] = sample_event(draw(st.sampled_from(KNOWN_EVENT_TYPES)), mid=mid,
                                          rng=random.Random(draw(st.integers(0, 2**32))),
                                          subscriber_key=draw(st.sampled_from(["ada", "grace", "alan"])),
                                          timestamp_ms=1795400000000)
     event["fuzzId"] = fuzz_id
-    fatal: list[str] = []
-    raw_patch: tuple[bytes, bytes] | None = None
+    fatal: dict[str, str] = {}  # field path → the reason it makes the event fail
+
+    def mutate(path: str, value: Any, reason: str | None = None) -> None:
+        for earlier in [p for p in fatal if p == path or p.startswith(path + ".") or path.startswith(p + ".")]:
+            del fatal[earlier]
+        _set(event, path, value)
+        if reason is not None:
+            fatal[path] = reason
+
+    utf8_marker = f"utf8-{uuid.uuid4().hex[:8]}"
     for kind in draw(st.lists(st.sampled_from(MUTATIONS), max_size=2)):
         if kind == "null_optional":
-            name = draw(st.sampled_from(OPTIONAL_TOP + tuple(f"info.{n}" for n in OPTIONAL_INFO)))
-            _set(event, name, None)
+            mutate(draw(st.sampled_from(OPTIONAL_TOP + tuple(f"info.{n}" for n in OPTIONAL_INFO))), None)
         elif kind == "unknown_field":
             where = draw(st.sampled_from(["", "info.", "composite."]))
-            _set(event, where + draw(unknown_names), draw(json_values))
+            mutate(where + draw(unknown_names), draw(json_values))
         elif kind == "nul":
             where = draw(st.sampled_from(["info.subscriberKey", "info.reason", "definitionKey", "x_custom"]))
-            _set(event, where, "before\x00after")
-            fatal.append("nul_character")
+            mutate(where, "before\x00after", "nul_character")
         elif kind == "surrogate":
-            _set(event, draw(st.sampled_from(["info.to", "x_custom"])), "ab\ud800cd")
-            fatal.append("lone_surrogate")
+            mutate(draw(st.sampled_from(["info.to", "x_custom"])), "ab\ud800cd", "lone_surrogate")
         elif kind == "huge_int":
-            _set(event, draw(st.sampled_from(["timestampUTC", "info.statusCode", "x_counter"])), draw(huge_ints))
-            fatal.append("integer_out_of_range")
+            mutate(draw(st.sampled_from(["timestampUTC", "info.statusCode", "x_counter"])), draw(huge_ints),
+                   "integer_out_of_range")
         elif kind == "float_for_int":
-            event["timestampUTC"] = draw(st.floats(0.1, 1e12).filter(lambda f: not f.is_integer()))
-            fatal.append("schema")
+            mutate("timestampUTC", draw(st.floats(0.1, 1e12).filter(lambda f: not f.is_integer())), "schema")
         elif kind == "null_required":
-            event[draw(st.sampled_from(["eventCategoryType", "timestampUTC", "mid"]))] = None
-            fatal.append("schema")
+            mutate(draw(st.sampled_from(["eventCategoryType", "timestampUTC", "mid"])), None, "schema")
         elif kind == "unknown_type":
-            event["eventCategoryType"] = "MobilePush.PushSent"
-            fatal.append("unknown_type")
+            mutate("eventCategoryType", "MobilePush.PushSent", "unknown_type")
         elif kind == "deep":
             depth = draw(st.integers(1, 90) | st.integers(110, 900))
-            event["composite"] = _nested(depth)
-            if depth >= 110:
-                fatal.append("too_deep")
+            mutate("x_nested", _nested(depth), "too_deep" if depth >= 110 else None)
         elif kind == "big_string":
-            event["x_blob"] = "x" * draw(st.integers(1000, 400 * 1024))
+            mutate("x_blob", "x" * draw(st.integers(1000, 400 * 1024)))
         elif kind == "invalid_utf8":
-            marker = f"utf8-{uuid.uuid4().hex[:8]}"
-            _set(event, "info.messageKey", marker)
-            raw_patch = (marker.encode(), b"bad\xff\xfe")
-            fatal.append("invalid_utf8")
+            mutate("info.messageKey", utf8_marker, "invalid_utf8")  # its bytes are replaced below
     value = json.dumps(event, ensure_ascii=True, allow_nan=True).encode()
-    if raw_patch is not None:
-        value = value.replace(*raw_patch)
-    if fatal:
-        return Fuzzed(value, "quarantine", fatal[0] if len(set(fatal)) == 1 else None, fuzz_id)
+    if fatal.get("info.messageKey") == "invalid_utf8":
+        value = value.replace(utf8_marker.encode(), b"bad\xff\xfe")
+    reasons = set(fatal.values())
+    if reasons:
+        return Fuzzed(value, "quarantine", reasons.pop() if len(reasons) == 1 else None, fuzz_id)
     return Fuzzed(value, "deliver", None, fuzz_id)
 
 
@@ -296,7 +297,7 @@ async def finish(run: FuzzRun) -> None:
     assert all(len(value) < 200_000 for value in published), "a quarantine message exceeds the cap"
 
 
-FUZZ_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck),
+FUZZ_SETTINGS = settings(max_examples=int(os.environ.get("RELAY_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=list(HealthCheck),
                          print_blob=True, database=None)
 
 
