@@ -239,6 +239,8 @@ class FuzzRun:
                 assert in_quarantine, f"bad record at {where} is not in quarantine: {shown!r}"
                 if record.reason is not None:
                     assert reasons[where][0] == record.reason, (where, reasons[where], shown)
+            if record.fate == "deliver":
+                assert not in_quarantine, f"good record at {where} was quarantined: {reasons[where]} {shown!r}"
             if in_quarantine:
                 assert reasons[where][0], where
                 assert record.fuzz_id not in delivered or record.fuzz_id is None, f"{where} delivered and quarantined"
