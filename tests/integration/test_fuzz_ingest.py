@@ -299,8 +299,8 @@ async def finish(run: FuzzRun) -> None:
     assert all(len(value) < 200_000 for value in published), "a quarantine message exceeds the cap"
 
 
-FUZZ_SETTINGS = settings(max_examples=int(os.environ.get("RELAY_FUZZ_EXAMPLES", "40")), deadline=None, suppress_health_check=list(HealthCheck),
-                         print_blob=True, database=None)
+FUZZ_SETTINGS = settings(max_examples=int(os.environ.get("RELAY_FUZZ_EXAMPLES", "40")), deadline=None,
+                         suppress_health_check=list(HealthCheck), print_blob=True, database=None)
 
 
 async def _example(fuzz_run: FuzzRun, data: st.DataObject) -> None:
