@@ -40,12 +40,14 @@ run: $(STAMP)
 test: $(STAMP)
 	deploy/kafka/kafka.sh fetch
 	$(BIN)/ruff check relay tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 	RELAY_TEST_STORE=postgres $(BIN)/pytest -q -p no:cacheprovider --ignore=tests/integration/test_scale_out.py \
 		--deselect tests/integration/test_store_faults.py::test_a_postgres_outage_loses_nothing_and_is_visible
 
 lint: $(STAMP)
 	$(BIN)/ruff check relay tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP) kafka-up
 	$(BIN)/python -m bench.run

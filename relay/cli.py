@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, BinaryIO, TextIO
 
 import click
 
@@ -23,13 +25,13 @@ def _settings(config: str | None) -> Settings:
         sys.exit(2)
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
 
-        uvloop.run(coro)  # type: ignore[arg-type]
+        uvloop.run(coro)
     except ImportError:  # pragma: no cover - uvloop is a declared dependency on Linux
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
 
 
 @click.group()
@@ -120,7 +122,7 @@ def receiver(host: str, port: int, secret: str | None, secret_file: str | None,
 @click.option("--sign", is_flag=True, help="Print signed headers for the body instead of verifying.")
 @click.option("--id", "msg_id", default=None, help="webhook-id for --sign (default: random).")
 @click.option("--timestamp", default=None, type=int, help="webhook-timestamp for --sign (default: now).")
-def verify(keys: tuple[str, ...], headers_file: click.File | None, body_file: click.File, tolerance: int,
+def verify(keys: tuple[str, ...], headers_file: TextIO | None, body_file: BinaryIO, tolerance: int,
            sign: bool, msg_id: str | None, timestamp: int | None) -> None:
     """Verify a captured delivery and say exactly why it fails (or --sign a test body)."""
     import secrets as random
@@ -130,7 +132,7 @@ def verify(keys: tuple[str, ...], headers_file: click.File | None, body_file: cl
     from relay.verify import VerificationError, verify_ens
     from relay.verify import verify as check
 
-    body = body_file.read()  # type: ignore[attr-defined]
+    body = body_file.read()
     if sign:
         headers = delivery_headers(SigningKeys.from_secrets(keys), msg_id or "msg_" + random.token_hex(12),
                                    timestamp if timestamp is not None else int(time.time()), body, ens=True)
@@ -140,7 +142,7 @@ def verify(keys: tuple[str, ...], headers_file: click.File | None, body_file: cl
     if headers_file is None:
         raise click.UsageError("give --headers (or --sign)")
     headers = {}
-    for line in headers_file.read().splitlines():  # type: ignore[attr-defined]
+    for line in headers_file.read().splitlines():
         name, sep, value = line.partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()

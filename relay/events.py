@@ -108,7 +108,7 @@ def delivery_validator() -> Any:
 def validate_event(data: Any) -> None:
     try:
         _event_validator()(data)
-    except fastjsonschema.JsonSchemaException as exc:
+    except fastjsonschema.JsonSchemaValueException as exc:
         raise InvalidEvent("schema", exc.message) from None
 
 

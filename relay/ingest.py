@@ -372,7 +372,7 @@ class Ingest:
             log.warning("ops_event_failed", kind=record["type"], error=f"{type(exc).__name__}: {exc}")
 
 
-class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Ownership(ConsumerRebalanceListener):
     """Partition ownership follows the consumer group (see ``Ingest.hand_over``)."""
 
     def __init__(self, ingest: Ingest) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ class Publisher:
     async def publish(self, topic: str, record: dict[str, Any], key: bytes | None = None) -> None:
         await self._producer.send_and_wait(topic, orjson.dumps(record), key=key)
 
-    async def publish_many(self, topic: str, records: list[tuple[dict[str, Any], bytes | None]]) -> None:
+    async def publish_many(self, topic: str, records: Sequence[tuple[Mapping[str, Any], bytes | None]]) -> None:
         """Send all, then wait for all: one round trip for a batch instead of one per record."""
         futures = [
             await self._producer.send(topic, orjson.dumps(record), key=key)

@@ -349,7 +349,7 @@ def dlq_purge(deadletter_ids: tuple[int, ...], all_matching: bool, callback_id: 
             client.call("DELETE", f"/v1/deadletters/{letter_id}")
         click.echo(f"purged {len(deadletter_ids)}")
     elif all_matching:
-        selection = _dlq_query(callback_id, event_type, reason) or {"all": True}
+        selection: dict[str, Any] = {**_dlq_query(callback_id, event_type, reason)} or {"all": True}
         result = client.call("POST", "/v1/deadletters/purge", selection)
         click.echo(f"purged {result['purged']}")
     else:

@@ -13,7 +13,7 @@ from relay.crypto import hash_api_key
 from relay.store.models import Account
 
 ADMIN = web.RequestKey("relay_admin", bool)
-ACCOUNT = web.RequestKey("relay_account", Account | None)  # type: ignore[arg-type]
+ACCOUNT: web.RequestKey[Account | None] = web.RequestKey("relay_account")
 KEY_HASH = web.RequestKey("relay_key_hash", str)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.yaml"})

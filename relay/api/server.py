@@ -21,7 +21,7 @@ class ListenError(Exception):
     """An address Relay cannot listen on; the message says which setting to change."""
 
 
-class _JsonErrorHandler(RequestHandler):  # type: ignore[misc]
+class _JsonErrorHandler(RequestHandler):
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         response = super().handle_error(request, status, exc, message)  # logs, and checks nothing was sent

@@ -46,7 +46,7 @@ class _Adapter:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         try:
-            return self._conn.execute(_dialect(sql), params)  # type: ignore[return-value]
+            return self._conn.execute(_dialect(sql), params)
         except errors.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
 

@@ -13,7 +13,7 @@ import hmac
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 
@@ -40,7 +40,8 @@ Partitions = Sequence[tuple[str, int]]
 
 
 class Cursor(Protocol):
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def fetchone(self) -> Any: ...
 
@@ -52,9 +53,9 @@ class Cursor(Protocol):
 class Connection(Protocol):
     """The slice of DB-API both sqlite3 and the PostgreSQL adapter provide."""
 
-    def execute(self, sql: str, params: Sequence[Any] = ...) -> Cursor: ...
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
 
-    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]], /) -> Any: ...
 
 
 # Constraint violations from either driver arrive as this type (the PostgreSQL adapter translates).
@@ -69,6 +70,13 @@ class SqlStore(SqlOperations):
 
     def __init__(self, box: SecretBox) -> None:
         self._box = box
+
+    async def start(self) -> None:
+        """Open connections and apply pending migrations (each store its own way)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
 
     async def _write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one write transaction."""
@@ -577,7 +585,7 @@ class SqlStore(SqlOperations):
         await self._write(run)
 
     async def count_jobs(self, state: str | None = None) -> int:
-        sql, params = "SELECT COUNT(*) FROM jobs", ()
+        sql, params = "SELECT COUNT(*) FROM jobs", cast(tuple[Any, ...], ())
         if state is not None:
             sql, params = sql + " WHERE state = ?", (state,)
         row = await self._read(lambda c: c.execute(sql, params).fetchone())
