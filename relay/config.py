@@ -119,9 +119,9 @@ def _host_port(value: Any) -> str:
     return text
 
 
-def _store_url(value: Any) -> str:
+def _optional_store_url(value: Any) -> str:
     text = _str(value)
-    if not (text.startswith("sqlite:///") or text.startswith(("postgresql://", "postgres://"))):
+    if text and not (text.startswith("sqlite:///") or text.startswith(("postgresql://", "postgres://"))):
         raise ValueError("sqlite:///path/to/relay.db or postgresql://user@host/db")
     return text
 
@@ -163,95 +163,62 @@ class Setting:
         return "RELAY_" + self.name.upper()
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("kafka_bootstrap", "127.0.0.1:19092", _str, "Kafka bootstrap servers (comma-separated host:port)."),
-    Setting("topics", ("relay.events",), _name_list, "Topics the relay consumes events from."),
-    Setting("consumer_group", "relay", _str, "Kafka consumer group shared by all relay instances."),
-    Setting("quarantine_topic", "relay.quarantine", _str, "Where undecodable or schema-invalid records go."),
-    Setting("deadletter_topic", "relay.deadletter", _str, "Where jobs go when their retry schedule is exhausted."),
-    Setting("ops_topic", "relay.ops", _str, "Operational events (callback disabled, circuit opened)."),
-    Setting("fetch_max_records", 2000, _positive_int, "Most records taken from Kafka per consumed batch."),
-    Setting("max_record_bytes", 1_048_576, _positive_int, "Records larger than this are quarantined unread."),
-    Setting("extra_event_types", (), _event_types,
-            "Event types accepted besides the known ones (comma-separated, e.g. MobilePush.PushSent)."),
-    Setting("ingest_stall_seconds", 60.0, _seconds,
-            "Ingest that has records to read but has not committed for this long is a stall: /readyz "
-            "turns unready and relay.ops says so."),
-    Setting("data_dir", "./.relay", _str, "Data directory: SQLite store, generated master key, local Kafka."),
-    Setting("store_url", "", _str, "Store location; empty means sqlite:///<data_dir>/relay.db."),
-    Setting("api_listen", "127.0.0.1:8080", _host_port, "Address of the REST API, dashboard and /metrics."),
-    Setting("metrics_listen", "", _optional_host_port,
-            "Serve /metrics on this host:port instead of the API's (keeps it off a public API port)."),
-    Setting("metrics_per_callback", True, _bool,
-            "Label delivery metrics by callback id; false sums them under callback_id=\"all\" (many callbacks)."),
-    Setting("admin_key", "", _str, "Admin API key: creates accounts and their keys. Empty disables admin routes."),
-    Setting("master_key", "", _str, "Base64 32-byte key encrypting secrets at rest; empty: generated in data_dir."),
-    Setting("url_allowlist", (), _allowlist, "Hosts/CIDRs allowed despite the SSRF rules; http:// only for these."),
-    Setting("delivery_timeout", 10.0, _seconds, "Timeout of one delivery attempt."),
-    Setting("lane_max_in_flight", 8, _positive_int, "Concurrent POSTs per callback."),
-    Setting("global_max_in_flight", 256, _positive_int, "Concurrent POSTs across all callbacks."),
-    Setting("batch_linger", 0.005, _seconds, "How long a lane waits to fill a batch."),
-    Setting("lane_window", 5000, _positive_int, "Pending jobs a lane keeps in memory; the rest wait in the store."),
-    Setting("retry_schedule", (0.0, 5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0),
-            _duration_list, "Delays between attempts; the last repeats until retry_max_age."),
-    Setting("retry_max_age", 72 * 3600.0, _seconds, "A job older than this is dead-lettered."),
-    Setting("retry_after_max", 3600.0, _seconds, "Upper bound for a receiver's Retry-After."),
-    Setting("secret_rotation_overlap", 86400.0, _seconds, "How long a rotated-out secret keeps signing."),
-    Setting("circuit_failure_threshold", 5, _positive_int, "Consecutive failures that open a callback's circuit."),
-    Setting("circuit_cooldown", 5.0, _seconds, "First wait before an open circuit lets one probe through."),
-    Setting("circuit_cooldown_max", 300.0, _seconds, "Longest wait between probes (the wait doubles)."),
-    Setting("disable_after", 5 * 86400.0, _seconds, "A callback failing without a success this long is disabled."),
-    Setting("deadletter_alert_threshold", 1000, _positive_int, "Dead letters that trigger an event on relay.ops."),
-    Setting("retention_events", 7 * 86400.0, _seconds, "Delivered events and their jobs older than this are purged."),
-    Setting("retention_attempts", 7 * 86400.0, _seconds, "Attempt log entries older than this are purged."),
-    Setting("retention_deadletters", 30 * 86400.0, _seconds, "Dead letters older than this are purged."),
-    Setting("retention_interval", 60.0, _seconds, "How often the background purge runs."),
-    Setting("log_level", "info", _choice("debug", "info", "warning", "error"), "Log level."),
-    Setting("log_format", "json", _choice("json", "console"), "Log format."),
-)
-_BY_NAME = {s.name: s for s in SETTINGS}
+def setting(default: Any, parse: Callable[[Any], Any], help: str) -> Any:
+    """A field of ``Settings`` that is a setting: its default, its parser and its help, declared once."""
+    return field(default=default, metadata={"parse": parse, "help": help})
 
 
 @dataclass(frozen=True)
 class Settings:
-    kafka_bootstrap: str
-    topics: tuple[str, ...]
-    consumer_group: str
-    quarantine_topic: str
-    deadletter_topic: str
-    ops_topic: str
-    fetch_max_records: int
-    max_record_bytes: int
-    extra_event_types: tuple[str, ...]
-    ingest_stall_seconds: float
-    data_dir: str
-    store_url: str
-    api_listen: str
-    metrics_listen: str
-    metrics_per_callback: bool
-    admin_key: str
-    master_key: str
-    url_allowlist: tuple[str, ...]
-    delivery_timeout: float
-    lane_max_in_flight: int
-    global_max_in_flight: int
-    batch_linger: float
-    lane_window: int
-    retry_schedule: tuple[float, ...]
-    retry_max_age: float
-    retry_after_max: float
-    secret_rotation_overlap: float
-    circuit_failure_threshold: int
-    circuit_cooldown: float
-    circuit_cooldown_max: float
-    disable_after: float
-    deadletter_alert_threshold: int
-    retention_events: float
-    retention_attempts: float
-    retention_deadletters: float
-    retention_interval: float
-    log_level: str
-    log_format: str
+    """Every setting, declared once: name and type here, then default, parser and help."""
+
+    kafka_bootstrap: str = setting("127.0.0.1:19092", _str, "Kafka bootstrap servers (comma-separated host:port).")
+    topics: tuple[str, ...] = setting(("relay.events",), _name_list, "Topics the relay consumes events from.")
+    consumer_group: str = setting("relay", _str, "Kafka consumer group shared by all relay instances.")
+    quarantine_topic: str = setting("relay.quarantine", _str, "Where undecodable or schema-invalid records go.")
+    deadletter_topic: str = setting("relay.deadletter", _str, "Where jobs go when their retry schedule is exhausted.")
+    ops_topic: str = setting("relay.ops", _str, "Operational events (callback disabled, circuit opened).")
+    fetch_max_records: int = setting(2000, _positive_int, "Most records taken from Kafka per consumed batch.")
+    max_record_bytes: int = setting(1_048_576, _positive_int, "Records larger than this are quarantined unread.")
+    extra_event_types: tuple[str, ...] = setting((), _event_types,
+        "Event types accepted besides the known ones (comma-separated, e.g. MobilePush.PushSent).")
+    ingest_stall_seconds: float = setting(60.0, _seconds,
+        "Ingest that has records to read but has not committed for this long is a stall: /readyz "
+        "turns unready and relay.ops says so.")
+    data_dir: str = setting("./.relay", _str, "Data directory: SQLite store, generated master key, local Kafka.")
+    store_url: str = setting("", _optional_store_url, "Store location; empty means sqlite:///<data_dir>/relay.db.")
+    api_listen: str = setting("127.0.0.1:8080", _host_port, "Address of the REST API, dashboard and /metrics.")
+    metrics_listen: str = setting("", _optional_host_port,
+        "Serve /metrics on this host:port instead of the API's (keeps it off a public API port).")
+    metrics_per_callback: bool = setting(True, _bool,
+        "Label delivery metrics by callback id; false sums them under callback_id=\"all\" (many callbacks).")
+    admin_key: str = setting("", _str, "Admin API key: creates accounts and their keys. Empty disables admin routes.")
+    master_key: str = setting("", _str, "Base64 32-byte key encrypting secrets at rest; empty: generated in data_dir.")
+    url_allowlist: tuple[str, ...] = setting((), _allowlist,
+        "Hosts/CIDRs allowed despite the SSRF rules; http:// only for these.")
+    delivery_timeout: float = setting(10.0, _seconds, "Timeout of one delivery attempt.")
+    lane_max_in_flight: int = setting(8, _positive_int, "Concurrent POSTs per callback.")
+    global_max_in_flight: int = setting(256, _positive_int, "Concurrent POSTs across all callbacks.")
+    batch_linger: float = setting(0.005, _seconds, "How long a lane waits to fill a batch.")
+    lane_window: int = setting(5000, _positive_int, "Pending jobs a lane keeps in memory; the rest wait in the store.")
+    retry_schedule: tuple[float, ...] = setting(
+        (0.0, 5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0),
+        _duration_list, "Delays between attempts; the last repeats until retry_max_age.")
+    retry_max_age: float = setting(72 * 3600.0, _seconds, "A job older than this is dead-lettered.")
+    retry_after_max: float = setting(3600.0, _seconds, "Upper bound for a receiver's Retry-After.")
+    secret_rotation_overlap: float = setting(86400.0, _seconds, "How long a rotated-out secret keeps signing.")
+    circuit_failure_threshold: int = setting(5, _positive_int, "Consecutive failures that open a callback's circuit.")
+    circuit_cooldown: float = setting(5.0, _seconds, "First wait before an open circuit lets one probe through.")
+    circuit_cooldown_max: float = setting(300.0, _seconds, "Longest wait between probes (the wait doubles).")
+    disable_after: float = setting(5 * 86400.0, _seconds, "A callback failing without a success this long is disabled.")
+    deadletter_alert_threshold: int = setting(1000, _positive_int, "Dead letters that trigger an event on relay.ops.")
+    retention_events: float = setting(7 * 86400.0, _seconds,
+        "Delivered events and their jobs older than this are purged.")
+    retention_attempts: float = setting(7 * 86400.0, _seconds, "Attempt log entries older than this are purged.")
+    retention_deadletters: float = setting(30 * 86400.0, _seconds, "Dead letters older than this are purged.")
+    retention_interval: float = setting(60.0, _seconds, "How often the background purge runs.")
+    log_level: str = setting("info", _choice("debug", "info", "warning", "error"), "Log level.")
+    log_format: str = setting("json", _choice("json", "console"), "Log format.")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -268,6 +235,13 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, f.default, f.metadata["parse"], f.metadata["help"])
+    for f in dataclasses.fields(Settings) if "parse" in f.metadata
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def split_host_port(text: str) -> tuple[str, int]:
@@ -311,8 +285,6 @@ def load_settings(
         values[name] = _parse(_BY_NAME[name], raw, name)
         sources[name] = "override"
 
-    if values["store_url"]:
-        _parse(Setting("store_url", "", _store_url, ""), values["store_url"], "RELAY_STORE_URL")
     return Settings(**values, sources=sources)
 
 
