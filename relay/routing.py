@@ -169,6 +169,11 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    @property
+    def version(self) -> int:
+        """The registry version the index was built from (-1 before the first load)."""
+        return self._version
+
     def callback(self, callback_id: str) -> Callback | None:
         return self.callbacks.get(callback_id)
 

@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp.abc import AbstractResolver
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from relay.app import Relay
 from relay.config import Settings, load_settings
+from relay.samples import sample_event
 from tests.helpers.kafka import free_port
+from tests.helpers.polling import eventually
 from tests.helpers.postgres import URL_VARIABLE, fresh_store_url, testing_postgres
 from tests.helpers.receiver import RecordingReceiver
 
@@ -99,6 +103,11 @@ class Tenant:
                             {"verificationKey": key}, expect=200)
         return callback
 
+    async def timeline(self, subscriber_key: str) -> list[dict[str, Any]]:
+        """The subscriber's events and, per event, its delivery jobs by callback (the message-status API)."""
+        _, body = await self.api.call("GET", f"/v1/messages?subscriberKey={subscriber_key}", expect=200)
+        return list(body["events"])
+
     async def subscribe(self, callback_id: str, types: list[str], **fields: Any) -> dict[str, Any]:
         _, sub = await self.api.call("POST", "/v1/subscriptions", {
             "name": fields.pop("name", f"sub-{uuid.uuid4().hex[:8]}"),
@@ -111,6 +120,9 @@ async def create_tenant(admin: ApiClient, mid: str | None = None, name: str = "A
     mid = mid or str(uuid.uuid4().int % 10**9)
     _, account = await admin.call("POST", "/v1/accounts", {"name": name, "mid": mid}, expect=201)
     return Tenant(account, ApiClient(admin.base, account["apiKey"]))
+
+
+UNROUTED_MID = "999999999999"  # no test account has it: markers with it are routed nowhere
 
 
 class RelayHarness:
@@ -147,6 +159,42 @@ class RelayHarness:
     async def refresh_routing(self) -> None:
         assert self.relay is not None
         await self.relay.router.refresh()
+
+    async def routing_caught_up(self, timeout: float = 15.0) -> None:
+        """Wait, without forcing it, until routing has reloaded the registry as it is now."""
+        relay = self.relay
+        assert relay is not None
+        target = await relay.store.registry_version()
+
+        async def current() -> bool:
+            return relay.router.version >= target
+
+        await eventually(current, timeout, what=f"routing reloaded to registry version {target}")
+
+    async def settled(self, key: bytes, timeout: float = 30.0) -> None:
+        """Wait until ingest has committed past a marker produced now with ``key``: every record
+        produced earlier with that key (same partition) is persisted by then — routed or not — so a
+        "nothing for this callback" check after it cannot pass merely because ingest was slow."""
+        marker = orjson.dumps(sample_event("EmailSent", mid=UNROUTED_MID, subscriber_key="settle-marker"))
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            sent = await producer.send_and_wait(self.topic, marker, key=key)
+        finally:
+            await producer.stop()
+        partition = TopicPartition(self.topic, sent.partition)
+
+        async def committed_past() -> bool:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                        group_id=self.settings.consumer_group, enable_auto_commit=False)
+            await consumer.start()
+            try:
+                committed = await consumer.committed(partition)
+            finally:
+                await consumer.stop()
+            return committed is not None and committed > sent.offset
+
+        await eventually(committed_past, timeout, what=f"ingest committed past offset {sent.offset} of {partition}")
 
     @property
     def topic(self) -> str:

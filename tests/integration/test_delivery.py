@@ -16,6 +16,7 @@ from aiohttp import web
 from relay.samples import sample_event
 from tests.helpers.harness import RelayHarness, Tenant, settings_for
 from tests.helpers.kafka import KafkaBroker, produce, read_topic
+from tests.helpers.polling import eventually
 from tests.helpers.receiver import Received, RecordingReceiver
 
 pytestmark = pytest.mark.kafka
@@ -175,15 +176,11 @@ async def test_410_dead_letters_and_disables_the_callback(kafka: KafkaBroker, tm
         await produce_keyed(harness, sequenced(tenant.mid, keys=1, per_key=1))
         await receiver.wait_for(lambda: len(receiver.requests) >= 1)
 
-        async def disabled() -> dict[str, Any]:
-            for _ in range(100):
-                _, body = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}")
-                if not body["enabled"]:
-                    return body
-                await asyncio.sleep(0.1)
-            raise AssertionError("callback was not disabled")
+        async def disabled() -> dict[str, Any] | None:
+            _, body = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}")
+            return None if body["enabled"] else body
 
-        body = await disabled()
+        body = await eventually(disabled, timeout=15, what="the callback disabled after a 410")
         assert "410" in body["disabledReason"]
         ops = [orjson.loads(v) for v in await read_topic(kafka.bootstrap, harness.settings.ops_topic, 1)]
         assert ops[0]["type"] == "callback.disabled" and ops[0]["callbackId"] == cb["id"]
@@ -191,8 +188,13 @@ async def test_410_dead_letters_and_disables_the_callback(kafka: KafkaBroker, tm
                 await read_topic(kafka.bootstrap, harness.settings.deadletter_topic, 1)]
         assert dead[0]["reason"].startswith("gone") and dead[0]["lastStatus"] == 410
 
-        await produce_keyed(harness, sequenced(tenant.mid, keys=1, per_key=3))
-        await asyncio.sleep(1.0)
+        await harness.routing_caught_up()
+        later = sequenced(tenant.mid, keys=1, per_key=3)
+        for event in later:
+            event["info"]["subscriberKey"] = "after-410"
+        await produce_keyed(harness, later)
+        await harness.settled(b"after-410")
+        assert all(e["deliveries"] == [] for e in await tenant.timeline("after-410")), "no job for a disabled callback"
         assert len(receiver.requests) == 1
     finally:
         await harness.close()
@@ -212,9 +214,15 @@ async def test_exhausted_schedule_gives_a_dead_letter_with_every_attempt(
                 await read_topic(kafka.bootstrap, harness.settings.deadletter_topic, 1, timeout=15)]
         assert dead[0]["reason"] == "retry schedule exhausted"
         assert dead[0]["event"]["eventId"] == dead[0]["eventId"]
-        await asyncio.sleep(0.2)  # results are written in groups every 50 ms
-        _, page = await tenant.api.call("GET", "/v1/deadletters", expect=200)
-        _, letter = await tenant.api.call("GET", f"/v1/deadletters/{page['data'][0]['id']}", expect=200)
+
+        async def recorded() -> dict[str, Any] | None:  # results are written in groups every 50 ms
+            _, page = await tenant.api.call("GET", "/v1/deadletters", expect=200)
+            if not page["data"]:
+                return None
+            _, letter = await tenant.api.call("GET", f"/v1/deadletters/{page['data'][0]['id']}", expect=200)
+            return letter if len(letter["attempts"]) == letter["attemptCount"] >= 4 else None
+
+        letter = await eventually(recorded, timeout=15, what="the dead letter with every attempt recorded")
         attempts = letter["attempts"]
         assert len(attempts) == letter["attemptCount"] == len(receiver.requests) >= 4
         assert all(a["status"] == 500 and a["responseExcerpt"] == "database is down" for a in attempts)

@@ -19,6 +19,7 @@ import pytest
 
 from tests.helpers.harness import ADMIN_KEY, ApiClient, create_tenant, settings_values
 from tests.helpers.kafka import KafkaBroker, free_port
+from tests.helpers.polling import eventually
 from tests.helpers.postgres import fresh_store_url
 from tests.helpers.process import RelayProcess
 from tests.helpers.receiver import Received, RecordingReceiver
@@ -52,14 +53,21 @@ def flaky(share: float, seed: int) -> Any:
     return respond
 
 
-async def register(base: str, receiver: RecordingReceiver) -> str:
-    admin = ApiClient(base, ADMIN_KEY)
+async def register(running: list[RelayProcess], receiver: RecordingReceiver) -> str:
+    """An account, a verified callback and a subscription, made on the first instance; returns once
+    every running instance's router has loaded them (by itself, every 0.5 s)."""
+    admin = ApiClient(running[0].base, ADMIN_KEY)
     tenant = await create_tenant(admin)
     callback = await tenant.add_callback(receiver, maxBatchSize=1)
+    version = max(routing_version(i.log_path) for i in running) + 1
     await tenant.subscribe(callback["id"], ["TransactionalSendEvents.*"])
     await admin.close()
     await tenant.api.close()
-    await asyncio.sleep(1.2)  # every instance's routing reloads within a second
+
+    async def reloaded() -> bool:
+        return all(routing_version(i.log_path) >= version for i in running)
+
+    await eventually(reloaded, timeout=30, what="routing reloaded on every running instance")
     return tenant.mid
 
 
@@ -70,6 +78,13 @@ def last_assignment(log: Path) -> set[str]:
         if line.startswith("{") and '"partitions_assigned"' in line:
             assigned = orjson.loads(line)["partitions"]
     return set(assigned)
+
+
+def routing_version(log: Path) -> int:
+    """The registry version an instance's router last loaded, from its JSON log (-1: none yet)."""
+    versions = [orjson.loads(line)["registry_version"] for line in log.read_text().splitlines()
+                if line.startswith("{") and '"routing_reloaded"' in line]
+    return max(versions, default=-1)
 
 
 def assert_complete(receiver: RecordingReceiver, count: int) -> None:
@@ -86,7 +101,7 @@ async def stream_through_a_change(kafka: KafkaBroker, instances: list[RelayProce
     receiver = await RecordingReceiver(responder=flaky(0.2, seed)).start()
     try:
         await asyncio.gather(*(i.start() for i in instances[:running]))
-        mid = await register(instances[0].base, receiver)
+        mid = await register(instances[:running], receiver)
         events = events_for(mid, 1200, keys=30)
         producer = asyncio.create_task(stream(kafka.bootstrap, instances[0].values["topics"][0], events, 40, 0.05))
         await receiver.wait_for(lambda: len(receiver.delivered()) >= 150, timeout=60)
@@ -115,21 +130,26 @@ async def test_an_instance_added_mid_stream_takes_partitions_without_loss(
         kafka: KafkaBroker, postgres: str, tmp_path: Path) -> None:
     instances = [RelayProcess(v, tmp_path / f"relay-{n}.log") for n, v in enumerate(cluster(kafka, postgres, tmp_path))]
     await stream_through_a_change(kafka, instances, 2, instances[2].start, seed=11)
-    owned = [last_assignment(tmp_path / f"relay-{n}.log") for n in range(3)]
-    assert all(owned) and len(owned[0] | owned[1] | owned[2]) == 6
+
+    async def three_own_all_six() -> list[set[str]] | None:  # the join's rebalance may end after the stream
+        owned = [last_assignment(i.log_path) for i in instances]
+        return owned if all(owned) and len(owned[0] | owned[1] | owned[2]) == 6 else None
+
+    await eventually(three_own_all_six, timeout=60, what="the added instance owning partitions")
 
 
-async def test_every_instance_serves_the_same_api_and_routing_follows_within_a_second(
+async def test_every_instance_serves_the_same_api_and_routing_follows_by_itself(
         kafka: KafkaBroker, postgres: str, tmp_path: Path) -> None:
     instances = [RelayProcess(v, tmp_path / f"relay-{n}.log") for n, v in enumerate(cluster(kafka, postgres, tmp_path))]
     receiver = await RecordingReceiver().start()
     try:
         await asyncio.gather(*(i.start() for i in instances))
         logs = [tmp_path / f"relay-{n}.log" for n in range(3)]
-        for _ in range(300):  # the group settles: each instance owns two of the six partitions
-            if all(last_assignment(log) for log in logs):
-                break
-            await asyncio.sleep(0.1)
+
+        async def settled() -> bool:  # the group settles: each instance owns two of the six partitions
+            return all(last_assignment(log) for log in logs)
+
+        await eventually(settled, timeout=60, what="every instance owns partitions")
         admin = ApiClient(instances[0].base, ADMIN_KEY)
         tenant = await create_tenant(admin)
         callback = await tenant.add_callback(receiver, maxBatchSize=1)
@@ -141,12 +161,17 @@ async def test_every_instance_serves_the_same_api_and_routing_follows_within_a_s
             await client.close()
         assert views[0] == views[1] == views[2]
 
-        # A subscription made on instance 2 routes events on all three within a second.
+        # A subscription made on instance 2 routes events on all three, with no restart.
         other = ApiClient(instances[2].base, tenant.api.key)
+        version = max(routing_version(log) for log in logs) + 1  # the subscription's version is at least this
         await other.call("POST", "/v1/subscriptions", {
             "name": "all", "callbackId": callback["id"], "eventCategoryTypes": ["TransactionalSendEvents.*"],
         }, expect=201)
-        await asyncio.sleep(1.0)
+
+        async def reloaded() -> bool:  # every instance's router picks it up by itself (every 0.5 s)
+            return all(routing_version(log) >= version for log in logs)
+
+        await eventually(reloaded, timeout=30, what="routing reloaded on every instance")
         events = events_for(tenant.mid, 120, keys=60)  # keys spread over all six partitions
         await stream(kafka.bootstrap, instances[0].values["topics"][0], events, 120, 0)
         await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 120, timeout=30)
