@@ -6,10 +6,12 @@ import asyncio
 import json
 import os
 import sys
+from typing import Any
 
 import pytest
 
 from tests.helpers.harness import ADMIN_KEY, RelayHarness
+from tests.helpers.polling import eventually
 from tests.helpers.receiver import RecordingReceiver
 
 pytestmark = pytest.mark.kafka
@@ -93,13 +95,13 @@ async def test_cli_dead_letters_and_message_status(kafka, tmp_path) -> None:  # 
         await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
         event = sample_event("EmailBounced", mid=tenant.mid, subscriber_key="ada", message_key="reset-9")
         await produce(kafka.bootstrap, harness.topic, [orjson.dumps(event)], [b"ada"])
-        for _ in range(100):
+        async def listed() -> list[dict[str, Any]]:
             code, out, _ = await relay_cli(harness, "dlq", "list", "--json", key=tenant.api.key)
-            letters = json.loads(out)["data"]
-            if letters:
-                break
-            await asyncio.sleep(0.2)
-        assert code == 0 and letters[0]["messageKey"] == "reset-9"
+            assert code == 0, out
+            return list(json.loads(out)["data"])
+
+        letters = await eventually(listed, timeout=20, what="a dead letter listed by relay dlq list")
+        assert letters[0]["messageKey"] == "reset-9"
         code, out, _ = await relay_cli(harness, "dlq", "show", str(letters[0]["id"]), key=tenant.api.key)
         assert code == 0 and "attempts:" in out and "reset-9" in out
         code, out, _ = await relay_cli(harness, "messages", "--message-key", "reset-9", key=tenant.api.key)

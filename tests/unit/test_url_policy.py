@@ -36,8 +36,13 @@ def test_unsafe_urls_are_refused(url) -> None:
 
 
 def test_public_https_is_fine() -> None:
-    UrlPolicy().check_url("https://hooks.example.com/relay")
-    UrlPolicy().check_url("https://93.184.216.34/relay")
+    policy = UrlPolicy()
+    for url in ("https://hooks.example.com/relay", "https://93.184.216.34/relay", "https://[2606:4700::1111]/x"):
+        try:
+            policy.check_url(url)
+        except UnsafeUrl as exc:
+            raise AssertionError(f"{url} refused: {exc}") from None
+    assert policy.ip_allowed("hooks.example.com", ipaddress.ip_address("93.184.216.34"))
 
 
 def test_allowlist_opens_hosts_and_cidrs_including_http() -> None:
