@@ -150,7 +150,7 @@ async def create_callback(request: web.Request) -> web.Response:
 
 async def start_handshake(ctx: ApiContext, callback: Callback) -> None:
     """Issue a fresh single-use key and POST it to the URL in the background."""
-    key = secrets.token_urlsafe(24)
+    key = "vk_" + secrets.token_urlsafe(24)  # never starts with "-": it is pasted into `relay callbacks verify`
     await ctx.store.set_verification(callback.id, hash_api_key(key), ctx.clock() + VERIFICATION_TTL)
     task = asyncio.create_task(_send_handshake(ctx, callback, key))
     _background.add(task)

@@ -43,9 +43,9 @@ async def test_cli_manages_accounts_callbacks_and_subscriptions(relay: RelayHarn
     assert code == 0, err
     callback = json.loads(out)
     await receiver.wait_for(lambda: bool(receiver.handshakes))
-    code, out, _ = await relay_cli(relay, "callbacks", "verify", callback["id"],
-                                   receiver.handshakes[0]["verificationKey"], key=key)
-    assert code == 0 and "True" in out
+    code, out, err = await relay_cli(relay, "callbacks", "verify", callback["id"],
+                                     receiver.handshakes[0]["verificationKey"], key=key)
+    assert code == 0 and "True" in out, (out, err)
 
     code, out, err = await relay_cli(relay, "subs", "create", "bounces", "--callback", callback["id"],
                                      "--type", "TransactionalSendEvents.EmailBounced",
