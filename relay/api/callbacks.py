@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ from relay.signing import (
     new_signing_key,
     public_key,
 )
+from relay.store.base import PreconditionFailed
 from relay.store.models import Callback, DeliveryOptions, SigningSecret
 
 log = structlog.get_logger("relay.api.callbacks")
@@ -58,6 +60,7 @@ def callback_json(callback: Callback) -> dict[str, Any]:
         "enabled": callback.enabled,
         "disabledReason": callback.disabled_reason,
         "createdAt": callback.created_at,
+        "version": callback.version,
         "secretCount": sum(1 for s in callback.secrets if not s.secret.startswith(SIGNING_KEY_PREFIX)),
         "publicKeys": [public_key(s.secret) for s in callback.secrets
                        if s.secret.startswith(SIGNING_KEY_PREFIX)],
@@ -180,7 +183,7 @@ async def list_callbacks(request: web.Request) -> web.Response:
 async def get_callback(request: web.Request) -> web.Response:
     account = require_account(request)
     callback = await context(request).store.get_callback(request.match_info["id"], account.id)
-    return json_response(callback_json(callback))
+    return _with_etag(json_response(callback_json(callback)), callback)
 
 
 @routes.post("/v1/callbacks/{id}/verify")
@@ -224,36 +227,89 @@ async def resend_verification(request: web.Request) -> web.Response:
 @routes.patch("/v1/callbacks/{id}")
 async def update_callback(request: web.Request) -> web.Response:
     """Change settings; a new URL must be verified again; ``enabled: true`` re-enables."""
+    """Only the fields named in the body are written. ``If-Match`` (the ETag of a GET) makes the
+    change conditional: 412 if the callback changed since, e.g. the relay disabled it."""
     account = require_account(request)
     ctx = context(request)
-    callback = await ctx.store.get_callback(request.match_info["id"], account.id)
     data = await body.read_object(request, UPDATE_FIELDS)
-    changes: dict[str, Any] = {"options": delivery_options(data, callback.options)}
-    if "name" in data:
-        changes["name"] = body.string(data, "name")
-    if "maxBatchSize" in data:
-        changes["max_batch_size"] = body.integer(data, "maxBatchSize", low=1, high=1000)
-    if "ensSignature" in data:
-        changes["ens_signature"] = body.boolean(data, "ensSignature", default=False)
-    if "ed25519" in data:
-        changes["secrets"] = _with_ed25519(callback, body.boolean(data, "ed25519", default=False),
-                                           ctx.clock())
-    if "enabled" in data:
-        enabled = body.boolean(data, "enabled", default=True)
-        changes.update(enabled=enabled, disabled_reason=None if enabled else "disabled by its owner")
-    url_changed = "url" in data and data["url"] != callback.url
-    if url_changed:
-        url = body.string(data, "url", max_len=2000)
-        await check_callback_url(ctx, url)
-        changes.update(url=url, verified=False)
-    updated = dataclasses.replace(callback, **changes)
-    await ctx.store.update_callback(updated)
+    url_changed = False
+
+    async def change(callback: Callback) -> tuple[Callback, dict[str, Any]]:
+        nonlocal url_changed
+        changes: dict[str, Any] = {}
+        if OPTION_FIELDS & set(data):
+            changes["options"] = delivery_options(data, callback.options)
+        if "name" in data:
+            changes["name"] = body.string(data, "name")
+        if "maxBatchSize" in data:
+            changes["max_batch_size"] = body.integer(data, "maxBatchSize", low=1, high=1000)
+        if "ensSignature" in data:
+            changes["ens_signature"] = body.boolean(data, "ensSignature", default=False)
+        if "ed25519" in data:
+            changes["secrets"] = _with_ed25519(callback, body.boolean(data, "ed25519", default=False),
+                                               ctx.clock())
+        if "enabled" in data:
+            enabled = body.boolean(data, "enabled", default=True)
+            changes.update(enabled=enabled, disabled_reason=None if enabled else "disabled by its owner")
+        url_changed = "url" in data and data["url"] != callback.url
+        if url_changed:
+            url = body.string(data, "url", max_len=2000)
+            await check_callback_url(ctx, url)
+            changes.update(url=url, verified=False)
+        return dataclasses.replace(callback, **changes), changes
+
+    updated, changes = await _update(ctx, account.id, request.match_info["id"], change, if_match(request))
     if changes.get("enabled"):
-        await ctx.store.set_failing_since(callback.id, None)
+        await ctx.store.set_failing_since(updated.id, None)
     if url_changed:
         await start_handshake(ctx, updated)
     await registry_changed(ctx)
-    return json_response(callback_json(updated))
+    return _with_etag(json_response(callback_json(updated)), updated)
+
+
+async def _update(ctx: ApiContext, account_id: str, callback_id: str,
+                  change: Callable[[Callback], Awaitable[tuple[Callback, dict[str, Any]]]],
+                  expected: int | None) -> tuple[Callback, dict[str, Any]]:
+    """Read, change, write only what changed — conditional on the version read, so nothing
+    written meanwhile is lost: retried when no If-Match was given, 412 when one was."""
+    for _ in range(5):
+        current = await ctx.store.get_callback(callback_id, account_id)
+        if expected is not None and current.version != expected:
+            raise _stale(current)
+        updated, changes = await change(current)
+        if not changes:
+            return current, changes
+        try:
+            version = await ctx.store.update_callback(updated, changes, expected_version=current.version)
+        except PreconditionFailed:
+            if expected is not None:
+                raise _stale(await ctx.store.get_callback(callback_id, account_id)) from None
+            continue
+        return dataclasses.replace(updated, version=version), changes
+    raise ApiError(409, "conflict", f"callback {callback_id} kept changing while being updated; try again")
+
+
+def if_match(request: web.Request) -> int | None:
+    """The version an ``If-Match`` header names (``"7"``, ``W/"7"``); None without one or for ``*``."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip().removeprefix("W/").strip('"')
+    return int(tag) if tag.isascii() and tag.isdigit() and len(tag) < 19 else -1  # -1 matches nothing
+
+
+def _stale(current: Callback) -> ApiError:
+    return ApiError(412, "precondition_failed",
+                    f"callback {current.id} changed since that version (now {etag(current)}); read it again")
+
+
+def etag(callback: Callback) -> str:
+    return f'"{callback.version}"'
+
+
+def _with_etag(response: web.Response, callback: Callback) -> web.Response:
+    response.headers["ETag"] = etag(callback)
+    return response
 
 
 def _with_ed25519(callback: Callback, wanted: bool, now: float) -> tuple[SigningSecret, ...]:
@@ -280,24 +336,27 @@ async def rotate_secret(request: web.Request) -> web.Response:
     deliveries carry both signatures until it ends."""
     account = require_account(request)
     ctx = context(request)
-    callback = await ctx.store.get_callback(request.match_info["id"], account.id)
     data = await body.read_object(request, {"overlapSeconds"})
     default_overlap = ctx.settings.secret_rotation_overlap
     overlap = body.integer(data, "overlapSeconds", default=int(default_overlap), low=0, high=30 * 86400)
     now = ctx.clock()
     secret = new_secret()
-    active = callback.active_secrets(now)
-    fresh = [SigningSecret(secret, now)]
-    if any(s.secret.startswith(SIGNING_KEY_PREFIX) for s in active):
-        fresh.append(SigningSecret(new_signing_key(), now))
-    kept = [
-        dataclasses.replace(s, expires_at=min(s.expires_at or now + overlap, now + overlap))
-        for s in active
-    ]
-    rotated = dataclasses.replace(callback, secrets=(*fresh, *kept))
-    await ctx.store.update_callback(rotated)
+
+    async def rotate(callback: Callback) -> tuple[Callback, dict[str, Any]]:
+        active = callback.active_secrets(now)
+        fresh = [SigningSecret(secret, now)]
+        if any(s.secret.startswith(SIGNING_KEY_PREFIX) for s in active):
+            fresh.append(SigningSecret(new_signing_key(), now))
+        kept = [
+            dataclasses.replace(s, expires_at=min(s.expires_at or now + overlap, now + overlap))
+            for s in active
+        ]
+        secrets_ = (*fresh, *kept)
+        return dataclasses.replace(callback, secrets=secrets_), {"secrets": secrets_}
+
+    rotated, _ = await _update(ctx, account.id, request.match_info["id"], rotate, if_match(request))
     await registry_changed(ctx)
-    return json_response({
-        "id": callback.id, "secret": secret, "previousSecretsExpireAt": now + overlap,
+    return _with_etag(json_response({
+        "id": rotated.id, "secret": secret, "previousSecretsExpireAt": now + overlap,
         "publicKeys": callback_json(rotated)["publicKeys"],
-    })
+    }), rotated)

@@ -8,7 +8,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from relay.store.base import Conflict, NotFound
+from relay.store.base import Conflict, NotFound, PreconditionFailed
 
 log = structlog.get_logger("relay.api")
 
@@ -47,6 +47,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(404, "not_found", str(exc))
     except Conflict as exc:
         return error_response(409, "conflict", str(exc))
+    except PreconditionFailed as exc:
+        return error_response(412, "precondition_failed", str(exc))
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "too_large", "request body is too large")
     except web.HTTPException as exc:

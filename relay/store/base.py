@@ -6,7 +6,7 @@ batch), and the dispatcher (pending jobs in, grouped delivery results out).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from relay.events import Event
@@ -28,6 +28,10 @@ class NotFound(LookupError):
 
 class Conflict(Exception):
     """A uniqueness or reference rule would be broken (maps to HTTP 409)."""
+
+
+class PreconditionFailed(Exception):
+    """The row changed since the version the caller read (maps to HTTP 412)."""
 
 
 class StoreError(Exception):
@@ -74,8 +78,10 @@ class Store(Protocol):
 
     async def list_callbacks(self, account_id: str | None = None) -> list[Callback]: ...
 
-    async def update_callback(self, callback: Callback) -> None:
-        """Write every mutable field (secrets sealed again)."""
+    async def update_callback(self, callback: Callback, fields: Collection[str],
+                              expected_version: int | None = None) -> int:
+        """Write only ``fields`` (attribute names of Callback) and return the new version. With
+        ``expected_version``, PreconditionFailed when the row has moved on since then."""
 
     async def delete_callback(self, callback_id: str, account_id: str) -> None:
         """Conflict while subscriptions use it."""

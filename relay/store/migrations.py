@@ -145,6 +145,10 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     UPDATE quarantine SET published_at = at;
     CREATE INDEX quarantine_unpublished ON quarantine(id) WHERE published_at IS NULL
     """,
+    # 4: callbacks carry a version: PATCH writes only the fields it names, under If-Match
+    """
+    ALTER TABLE callbacks ADD COLUMN version INTEGER NOT NULL DEFAULT 1
+    """,
 )
 
 # PostgreSQL starts at the schema SQLite reaches after migration 2 (JSON columns are BYTEA: the
@@ -285,5 +289,9 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE quarantine ADD COLUMN published_at DOUBLE PRECISION;
     UPDATE quarantine SET published_at = at;
     CREATE INDEX quarantine_unpublished ON quarantine(id) WHERE published_at IS NULL
+    """,
+    # 3: see SQLite migration 4
+    """
+    ALTER TABLE callbacks ADD COLUMN version BIGINT NOT NULL DEFAULT 1
     """,
 )

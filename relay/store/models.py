@@ -77,6 +77,7 @@ class Callback:
     created_at: float = 0.0
     options: DeliveryOptions = field(default_factory=lambda: DeliveryOptions())
     failing_since: float | None = None
+    version: int = 1  # grows with every change of settings, secrets or enabled state (the ETag)
 
     def active_secrets(self, now: float) -> list[SigningSecret]:
         return [s for s in self.secrets if s.expires_at is None or s.expires_at > now]

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hmac
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 
 from relay.crypto import SecretBox
 from relay.events import Event
-from relay.store.base import Conflict, NotFound, RecordRejected, StoreUnavailable
+from relay.store.base import Conflict, NotFound, PreconditionFailed, RecordRejected, StoreUnavailable
 from relay.store.models import (
     Account,
     ApiKey,
@@ -186,7 +186,7 @@ class SqlStore(SqlOperations):
 
     _CALLBACK_COLUMNS = (
         "id, account_id, name, url, max_batch_size, secrets, verified, enabled, "
-        "disabled_reason, ens_signature, created_at, delivery_options, failing_since"
+        "disabled_reason, ens_signature, created_at, delivery_options, failing_since, version"
     )
 
     def _callback(self, row: Any) -> Callback:
@@ -195,7 +195,7 @@ class SqlStore(SqlOperations):
             secrets=self._open_secrets(row[0], row[5]), verified=bool(row[6]),
             enabled=bool(row[7]), disabled_reason=row[8], ens_signature=bool(row[9]),
             created_at=row[10], options=DeliveryOptions.from_json(orjson.loads(row[11])),
-            failing_since=row[12],
+            failing_since=row[12], version=row[13],
         )
 
     async def get_callback(self, callback_id: str, account_id: str | None = None) -> Callback:
@@ -218,25 +218,37 @@ class SqlStore(SqlOperations):
         rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
         return [self._callback(row) for row in rows]
 
-    async def update_callback(self, callback: Callback) -> None:
-        """Write every mutable field of a callback (the API reads, changes, writes back)."""
-        sealed = self._seal_secrets(callback.id, callback.secrets)
+    async def update_callback(self, callback: Callback, fields: Collection[str],
+                              expected_version: int | None = None) -> int:
+        """Write only the named fields, so a relay-side change (disabled after a 410) made since
+        the caller's read is never overwritten by values it did not mean to change."""
+        columns = {
+            "name": lambda cb: cb.name, "url": lambda cb: cb.url, "max_batch_size": lambda cb: cb.max_batch_size,
+            "secrets": lambda cb: self._seal_secrets(cb.id, cb.secrets), "verified": lambda cb: int(cb.verified),
+            "enabled": lambda cb: int(cb.enabled), "disabled_reason": lambda cb: cb.disabled_reason,
+            "ens_signature": lambda cb: int(cb.ens_signature),
+            "options": lambda cb: orjson.dumps(cb.options.to_json()),
+        }
+        unknown = set(fields) - set(columns)
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        names = sorted(fields)
+        assignments = "".join(f"{'delivery_options' if n == 'options' else n} = ?, " for n in names)
+        values = [columns[n](callback) for n in names]
 
-        def run(c: Connection) -> None:
-            c.execute(
-                "UPDATE callbacks SET name = ?, url = ?, max_batch_size = ?, secrets = ?, "
-                "verified = ?, enabled = ?, disabled_reason = ?, ens_signature = ?, "
-                "delivery_options = ? WHERE id = ? AND account_id = ?",
-                (
-                    callback.name, callback.url, callback.max_batch_size, sealed,
-                    int(callback.verified), int(callback.enabled), callback.disabled_reason,
-                    int(callback.ens_signature), orjson.dumps(callback.options.to_json()),
-                    callback.id, callback.account_id,
-                ),
-            )
+        def run(c: Connection) -> int:
+            row = c.execute("SELECT version FROM callbacks WHERE id = ? AND account_id = ?",
+                            (callback.id, callback.account_id)).fetchone()
+            if row is None:
+                raise NotFound(f"callback {callback.id} not found")
+            if expected_version is not None and row[0] != expected_version:
+                raise PreconditionFailed(f"callback {callback.id} is at version {row[0]}, not {expected_version}")
+            c.execute(f"UPDATE callbacks SET {assignments}version = version + 1 WHERE id = ?",
+                      (*values, callback.id))
             _bump_version(c)
+            return int(row[0]) + 1
 
-        await self._write(run)
+        return await self._write(run)
 
     async def delete_callback(self, callback_id: str, account_id: str) -> None:
         def run(c: Connection) -> None:
@@ -275,7 +287,7 @@ class SqlStore(SqlOperations):
     ) -> None:
         def run(c: Connection) -> None:
             c.execute(
-                "UPDATE callbacks SET enabled = ?, disabled_reason = ? WHERE id = ?",
+                "UPDATE callbacks SET enabled = ?, disabled_reason = ?, version = version + 1 WHERE id = ?",
                 (int(enabled), None if enabled else reason, callback_id),
             )
             _bump_version(c)

@@ -389,3 +389,32 @@ async def test_ed25519_callbacks_are_verifiable_with_the_public_key_alone(
     from relay.verify import verify_ens
 
     verify_ens(cb["secret"], request.headers["x-sfmc-ens-signature"], request.body)
+
+
+async def test_patch_writes_only_its_fields_and_if_match_guards_against_stale_reads(
+        relay: RelayHarness, receiver: RecordingReceiver) -> None:
+    tenant = await relay.tenant()
+    cb = await tenant.add_callback(receiver)
+    headers = {"authorization": f"Bearer {tenant.api.key}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{relay.base}/v1/callbacks/{cb['id']}", headers=headers) as r:
+            etag = r.headers["ETag"]
+            assert (await r.json())["enabled"] is True
+        assert relay.relay is not None  # the relay disables it meanwhile (as after a 410)
+        await relay.relay.store.set_callback_enabled(cb["id"], False, "gone: the receiver answered 410")
+
+        async with session.patch(f"{relay.base}/v1/callbacks/{cb['id']}", json={"name": "renamed"},
+                                 headers={**headers, "If-Match": etag}) as r:
+            assert r.status == 412 and (await r.json())["error"]["code"] == "precondition_failed"
+        async with session.patch(f"{relay.base}/v1/callbacks/{cb['id']}", json={"name": "renamed"},
+                                 headers=headers) as r:
+            assert r.status == 200
+            body = await r.json()
+            assert body["name"] == "renamed"
+            assert body["enabled"] is False, "a PATCH of the name must not re-enable the callback"
+            assert body["disabledReason"].startswith("gone")
+            newer = r.headers["ETag"]
+        assert newer != etag
+        async with session.patch(f"{relay.base}/v1/callbacks/{cb['id']}", json={"enabled": True},
+                                 headers={**headers, "If-Match": newer}) as r:
+            assert r.status == 200 and (await r.json())["enabled"] is True
