@@ -156,6 +156,15 @@ class RelayHarness:
         self._clients.append(tenant.api)
         return tenant
 
+    async def subscribed_tenant(self, receiver: RecordingReceiver, types: list[str],
+                                **callback_fields: Any) -> tuple[Tenant, dict[str, Any]]:
+        """A new account with a verified callback subscribed to ``types``, routed at once."""
+        tenant = await self.tenant()
+        callback = await tenant.add_callback(receiver, **callback_fields)
+        await tenant.subscribe(callback["id"], types)
+        await self.refresh_routing()
+        return tenant, callback
+
     async def refresh_routing(self) -> None:
         assert self.relay is not None
         await self.relay.router.refresh()

@@ -146,10 +146,7 @@ async def test_replaying_to_a_disabled_callback_is_409_unless_asked_to_enable_it
     harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, retry_schedule="0,50ms",
                                               retry_max_age="300ms", circuit_failure_threshold=1000)).start()
     try:
-        tenant = await harness.tenant()
-        cb = await tenant.add_callback(receiver, maxBatchSize=1)
-        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
-        await harness.refresh_routing()
+        tenant, cb = await harness.subscribed_tenant(receiver, ["TransactionalSendEvents.*"], maxBatchSize=1)
         event = sample_event("EmailSent", mid=tenant.mid, subscriber_key="s1")
         await produce(kafka.bootstrap, harness.topic, [orjson.dumps(event)], [b"s1"])
 
@@ -204,10 +201,7 @@ async def test_metrics_on_their_own_listener_and_without_per_callback_labels(
     harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, metrics_listen=f"127.0.0.1:{port}",
                                               metrics_per_callback=False)).start()
     try:
-        tenant = await harness.tenant()
-        cb = await tenant.add_callback(receiver)
-        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
-        await harness.refresh_routing()
+        tenant, cb = await harness.subscribed_tenant(receiver, ["TransactionalSendEvents.*"])
         await produce(kafka.bootstrap, harness.topic,
                       [orjson.dumps(sample_event("EmailSent", mid=tenant.mid, subscriber_key="m"))], [b"m"])
         await receiver.wait_events(1)

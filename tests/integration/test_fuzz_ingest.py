@@ -266,10 +266,7 @@ async def fuzz_run(kafka: KafkaBroker, tmp_path, receiver: RecordingReceiver):  
     await harness.start()
     run = None
     try:
-        tenant = await harness.tenant()
-        callback = await tenant.add_callback(receiver)
-        await tenant.subscribe(callback["id"], ["TransactionalSendEvents.*", "EngagementEvents.*"])
-        await harness.refresh_routing()
+        tenant, _ = await harness.subscribed_tenant(receiver, ["TransactionalSendEvents.*", "EngagementEvents.*"])
         run = FuzzRun(harness, tenant, receiver)
         await run.producer.start()
         yield run

@@ -64,10 +64,7 @@ async def test_records_the_store_refuses_are_isolated_and_the_rest_flows(
     harness = RelayHarness(settings_for(kafka.bootstrap, tmp_path / "data", log_level="error"))
     await harness.start()
     try:
-        tenant = await harness.tenant()
-        callback = await tenant.add_callback(receiver)
-        await tenant.subscribe(callback["id"], ["TransactionalSendEvents.*"])
-        await harness.refresh_routing()
+        tenant, _ = await harness.subscribed_tenant(receiver, ["TransactionalSendEvents.*"])
         refuse_poison(harness.settings.resolved_store_url)
         rejected_before = METRICS.ingest_errors.labels("store_rejected")._value.get()
 
@@ -105,10 +102,7 @@ async def test_a_postgres_outage_loses_nothing_and_is_visible(
                                         ingest_stall_seconds="4s", log_level="error"))
     await harness.start()
     try:
-        tenant = await harness.tenant()
-        callback = await tenant.add_callback(receiver)
-        await tenant.subscribe(callback["id"], ["TransactionalSendEvents.*"])
-        await harness.refresh_routing()
+        tenant, _ = await harness.subscribed_tenant(receiver, ["TransactionalSendEvents.*"])
 
         before = [sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"before-{i}") for i in range(60)]
         await produce_spread(kafka.bootstrap, harness.topic, before)
