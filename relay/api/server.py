@@ -24,14 +24,13 @@ class ListenError(Exception):
 class _JsonErrorHandler(RequestHandler):
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        response = super().handle_error(request, status, exc, message)  # logs, and checks nothing was sent
+        super().handle_error(request, status, exc, message)  # logs, and checks nothing was sent yet
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
         code = "bad_request" if status == 400 else "internal" if status >= 500 else phrase.lower().replace(" ", "_")
         text = message if status < 500 and message else phrase
         json_response = web.Response(status=status, content_type="application/json",
                                      body=orjson.dumps({"error": {"code": code, "message": text, "field": None}}))
         json_response.force_close()
-        del response
         return json_response
 
 
