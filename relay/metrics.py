@@ -74,7 +74,8 @@ class Metrics:
             "relay_ingest_stalled", "1 while ingest has records to read but has not committed for "
             "ingest_stall_seconds.", registry=r)
         self.quarantine_unpublished = Gauge(
-            "relay_quarantine_unpublished", "Quarantine rows waiting to be published to the quarantine topic (counted up to 200).",
+            "relay_quarantine_unpublished",
+            "Quarantine rows waiting to be published to the quarantine topic (counted up to 200).",
             registry=r)
         self.dead_letters_stored = Gauge(
             "relay_dead_letters_stored", "Dead letters currently in the store.", registry=r)
