@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
@@ -27,13 +25,13 @@ from relay.delivery.circuit import CircuitConfig
 from relay.delivery.dispatcher import Dispatcher
 from relay.delivery.http import DeliveryClient, UrlPolicy
 from relay.delivery.lane import LaneConfig
+from relay.delivery.outcomes import Outcomes, OutcomeTopics
 from relay.delivery.retry import RetryPolicy
 from relay.ingest import Ingest
 from relay.metrics import METRICS
 from relay.publisher import Publisher
 from relay.routing import Router
 from relay.store import open_store
-from relay.store.models import Callback, DeliveryResult
 from relay.topics import ensure_topics
 
 log = structlog.get_logger("relay.app")
@@ -47,11 +45,9 @@ class Relay:
         self.settings = settings
         self._clock = clock
         self._resolver = resolver  # DNS for callback URLs (registration and connect); tests inject one
-        self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
-        self._disabling: set[str] = set()
 
     async def start(self) -> None:
         s = self.settings
@@ -85,8 +81,14 @@ class Relay:
             ),
             global_max_in_flight=s.global_max_in_flight, clock=self._clock,
         )
-        self.dispatcher.add_listener(self._on_result)
-        self.dispatcher.add_lane_listener(self._on_lane_event)
+        self.outcomes = Outcomes(
+            self.store, self.publisher,
+            OutcomeTopics(s.deadletter_topic, s.ops_topic, s.deadletter_alert_threshold),
+            refresh_routing=self.router.refresh, clock=self._clock,
+            dead_letters=await self.store.count_deadletters(),
+        )
+        self.dispatcher.add_listener(self.outcomes.on_result)
+        self.dispatcher.add_lane_listener(self.outcomes.on_lane_event)
         await self.dispatcher.start()
 
         ctx = ApiContext(s, self.store, self.client, self.router,
@@ -97,7 +99,6 @@ class Relay:
         if s.metrics_host_port is not None:
             self._metrics_runner = await serve_app(build_metrics_app(), s.metrics_host_port, "RELAY_METRICS_LISTEN")
 
-        self._deadletters = await self.store.count_deadletters()
         self._retention = asyncio.create_task(self._retention_loop(), name="retention")
         self._gauges = asyncio.create_task(self._gauge_loop(), name="gauges")
 
@@ -114,8 +115,7 @@ class Relay:
         self._retention.cancel()
         self._gauges.cancel()
         await self.dispatcher.stop(grace=5.0)
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
+        await self.outcomes.close(timeout=5.0)
         await self.publisher.stop()
         await self.client.close()
         for runner in (self._runner, self._metrics_runner):
@@ -149,42 +149,6 @@ class Relay:
         if ingest is not None:
             await ingest.check_ready()
 
-    # -- reactions to delivery results ----------------------------------------------------
-    def _on_result(self, result: DeliveryResult, callback: Callback) -> None:
-        attempt = result.attempt
-        METRICS.deliveries.labels(METRICS.callback(callback.id), result.outcome).inc()
-        METRICS.attempt_latency.observe(attempt.latency_ms / 1000)
-        if result.outcome == "delivered":
-            METRICS.delivered_events.labels(METRICS.callback(callback.id)).inc(len(result.jobs))
-            now = self._clock()
-            for job in result.jobs:
-                if job.event_timestamp_ms:
-                    METRICS.end_to_end.observe(max(0.0, now - job.event_timestamp_ms / 1000))
-        elif result.outcome == "dead":
-            METRICS.dead_letters.labels(METRICS.callback(callback.id)).inc(len(result.jobs))
-            self._spawn(self._publish_dead_letters(result))
-            before, self._deadletters = self._deadletters, self._deadletters + len(result.jobs)
-            threshold = self.settings.deadletter_alert_threshold
-            if before < threshold <= self._deadletters:
-                log.warning("deadletter_threshold_crossed", deadletters=self._deadletters)
-                self._spawn(self._ops_event("deadletters.threshold_crossed", callback,
-                                            {"deadLetters": self._deadletters, "threshold": threshold}))
-
-    def _on_lane_event(self, kind: str, callback: Callback, data: dict[str, Any]) -> None:
-        if kind == "failing_since":
-            self._spawn(self.store.set_failing_since(callback.id, data["since"]))
-        elif kind == "circuit_opened":
-            METRICS.circuit_changed(callback.id, is_open=True)
-            log.warning("circuit_opened", callback_id=callback.id, **data)
-            self._spawn(self._ops_event("callback.circuit_opened", callback, data))
-        elif kind == "circuit_closed":
-            METRICS.circuit_changed(callback.id, is_open=False)
-            log.info("circuit_closed", callback_id=callback.id)
-            self._spawn(self._ops_event("callback.circuit_closed", callback, data))
-        elif kind == "disable" and callback.id not in self._disabling:
-            self._disabling.add(callback.id)
-            self._spawn(self._disable(callback, data["reason"]))
-
     def _circuit_state(self, callback_id: str) -> str | None:
         lane = self.dispatcher.lanes.get(callback_id)
         return None if lane is None else lane.circuit.state
@@ -209,7 +173,7 @@ class Relay:
             METRICS.in_flight.labels("all").set(sum(lane.in_flight for lane in lanes.values()))
         for tp, lag in (await self.ingest.lag()).items():
             METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-        METRICS.dead_letters_stored.set(self._deadletters)
+        METRICS.dead_letters_stored.set(self.outcomes.dead_letters)
 
     async def _retention_loop(self) -> None:
         """Purge old rows in small transactions, pausing between them, so delivery never waits."""
@@ -222,54 +186,10 @@ class Relay:
                     purged = await self.store.purge_older_than(
                         now - s.retention_events, now - s.retention_attempts, now - s.retention_deadletters)
                     if purged["deadletters"]:
-                        self._deadletters = await self.store.count_deadletters()
+                        self.outcomes.dead_letters = await self.store.count_deadletters()
                     if not any(purged.values()):
                         break
                     log.info("retention_purged", **purged)
                     await asyncio.sleep(0.05)
             except Exception:
                 log.exception("retention_failed")
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _publish_dead_letters(self, result: DeliveryResult) -> None:
-        records = [
-            ({
-                "eventId": job.event_id,
-                "callbackId": result.attempt.callback_id,
-                "webhookId": result.attempt.batch_id,
-                "reason": result.reason,
-                "attempts": job.attempts,
-                "lastStatus": result.attempt.status,
-                "lastError": result.attempt.error,
-                "event": orjson.Fragment(job.body),
-            }, job.event_id.encode())
-            for job in result.jobs
-        ]
-        try:
-            await self.publisher.publish_many(self.settings.deadletter_topic, records)
-        except Exception:
-            log.exception("deadletter_publish_failed", callback_id=result.attempt.callback_id)
-
-    async def _disable(self, callback: Callback, reason: str) -> None:
-        try:
-            await self.store.set_callback_enabled(callback.id, False, reason)
-            await self.router.refresh()
-        finally:
-            self._disabling.discard(callback.id)
-        METRICS.callbacks_disabled.inc()
-        log.warning("callback_disabled", callback_id=callback.id, reason=reason)
-        await self._ops_event("callback.disabled", callback, {"reason": reason})
-
-    async def _ops_event(self, kind: str, callback: Callback, data: dict[str, Any]) -> None:
-        """Operational events on relay.ops, keyed by callback id; a broker outage only logs."""
-        try:
-            await self.publisher.publish(self.settings.ops_topic, {
-                "type": kind, "callbackId": callback.id, "accountId": callback.account_id,
-                "at": self._clock(), **data,
-            }, key=callback.id.encode())
-        except Exception:
-            log.exception("ops_event_failed", kind=kind, callback_id=callback.id)

@@ -17,12 +17,12 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import structlog
 
 from relay.delivery.http import DeliveryClient
-from relay.delivery.lane import Lane, LaneConfig, LaneEvent
+from relay.delivery.lane import Lane, LaneConfig
+from relay.delivery.outcomes import LaneEvent, LaneEventSink
 from relay.delivery.retry import RetryPolicy
 from relay.store.base import Store
 from relay.store.models import Callback, DeliveryResult, Job
@@ -56,7 +56,7 @@ class Dispatcher:
         self._pending_results: list[DeliveryResult] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._listeners: list[ResultListener] = []
-        self._lane_listeners: list[LaneEvent] = []
+        self._lane_listeners: list[LaneEventSink] = []
         self._owned: set[tuple[str, int]] = set()
         self._requeue_version: int | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -65,7 +65,7 @@ class Dispatcher:
         """Called for every result (metrics, dead-letter topic, callback disabling)."""
         self._listeners.append(listener)
 
-    def add_lane_listener(self, listener: LaneEvent) -> None:
+    def add_lane_listener(self, listener: LaneEventSink) -> None:
         """Called on circuit changes, failing-since changes and disable requests."""
         self._lane_listeners.append(listener)
 
@@ -164,12 +164,12 @@ class Dispatcher:
             except Exception:
                 log.exception("result_listener_failed", callback_id=callback.id)
 
-    def _on_lane_event(self, kind: str, callback: Callback, data: dict[str, Any]) -> None:
+    def _on_lane_event(self, event: LaneEvent, callback: Callback) -> None:
         for listener in self._lane_listeners:
             try:
-                listener(kind, callback, data)
+                listener(event, callback)
             except Exception:
-                log.exception("lane_listener_failed", callback_id=callback.id, kind=kind)
+                log.exception("lane_listener_failed", callback_id=callback.id, event=type(event).__name__)
 
     async def _flush_loop(self) -> None:
         while True:

@@ -17,12 +17,12 @@ import hashlib
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
 from relay.delivery.circuit import CircuitBreaker, CircuitConfig
 from relay.delivery.http import DeliveryClient, HttpOutcome
+from relay.delivery.outcomes import CircuitClosed, CircuitOpened, DisableRequested, FailingSince, LaneEventSink
 from relay.delivery.retry import RetryPolicy
 from relay.signing import SigningKeys, delivery_headers
 from relay.store.base import Store
@@ -30,7 +30,6 @@ from relay.store.models import AttemptRecord, Callback, DeliveryResult, Job
 
 log = structlog.get_logger("relay.delivery")
 
-LaneEvent = Callable[[str, Callback, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class Lane:
         config: LaneConfig,
         global_slots: asyncio.Semaphore,
         report: Callable[[DeliveryResult, Callback], None],
-        notify: LaneEvent,
+        notify: LaneEventSink,
         owned: Callable[[], Collection[tuple[str, int]] | None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -343,21 +342,16 @@ class Lane:
         was_failing = self.circuit.failing_since is not None
         if outcome.ok:
             if self.circuit.record_success():
-                self._notify("circuit_closed", callback, {})
+                self._notify(CircuitClosed(), callback)
             if was_failing:
-                self._notify("failing_since", callback, {"since": None})
+                self._notify(FailingSince(None), callback)
             return
         if self.circuit.record_failure(now):
-            self._notify("circuit_opened", callback, {
-                "consecutiveFailures": self.circuit.consecutive_failures,
-                "lastStatus": outcome.status, "lastError": outcome.error,
-            })
+            self._notify(CircuitOpened(self.circuit.consecutive_failures, outcome.status, outcome.error), callback)
         if not was_failing:
-            self._notify("failing_since", callback, {"since": self.circuit.failing_since})
+            self._notify(FailingSince(self.circuit.failing_since), callback)
         if outcome.status == 410:
-            self._notify("disable", callback, {"reason": "receiver answered 410 Gone"})
+            self._notify(DisableRequested("receiver answered 410 Gone"), callback)
         elif self.circuit.should_disable(now):
             days = self.circuit.config.disable_after / 86400
-            self._notify("disable", callback, {
-                "reason": f"failing continuously for {days:g} days",
-            })
+            self._notify(DisableRequested(f"failing continuously for {days:g} days"), callback)
