@@ -30,11 +30,10 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from relay.jsonwalk import walk_json
+from relay.jsonwalk import INT64_MAX, out_of_int64, walk_json
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_DEPTH = 100
 # A JSON integer of 19 or more digits may not fit in 64 bits; orjson would hand it over as a float.
 _LONG_DIGITS = re.compile(rb"\d{19}")
@@ -180,9 +179,10 @@ def _parse(value: bytes) -> Any:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise _diagnose(value, str(exc)) from None
-    if _LONG_DIGITS.search(value):
+    long_digits = _LONG_DIGITS.search(value) is not None
+    if long_digits:
         data = _exact_parse(value)
-    if b"\\u0000" in value or _LONG_DIGITS.search(value):
+    if long_digits or b"\\u0000" in value:
         _refuse_unstorable(data)
     if value.count(b"[") + value.count(b"{") > MAX_DEPTH:
         _check_depth(data)
@@ -227,7 +227,7 @@ def _refuse_unstorable(data: Any) -> None:
     for path, item in walk_json(data):
         if isinstance(item, str) and "\x00" in item:
             raise InvalidEvent("nul_character", f"{path}: contains U+0000")
-        if type(item) is int and not INT64_MIN <= item <= INT64_MAX:
+        if out_of_int64(item):
             raise InvalidEvent("integer_out_of_range", f"{path}: beyond the signed 64-bit range")
 
 

@@ -34,7 +34,7 @@ from relay.delivery.dispatcher import Dispatcher
 from relay.events import Event, InvalidEvent, RecordRef, accepted_event_types, decode_event
 from relay.metrics import METRICS
 from relay.publisher import Publisher
-from relay.quarantine import QuarantineOutbox, quarantine_entry
+from relay.quarantine import STORED_TOO_LARGE_BYTES, QuarantineOutbox, quarantine_entry, storable_text
 from relay.routing import Router
 from relay.stall import StallWatch
 from relay.store.base import RecordRejected, Store, StoreUnavailable
@@ -42,7 +42,6 @@ from relay.store.models import Job, NewJob, QuarantinedRecord
 
 log = structlog.get_logger("relay.ingest")
 
-QUARANTINE_RAW_LIMIT = 65536
 _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
 
 
@@ -243,7 +242,7 @@ class Ingest:
                 except InvalidEvent as exc:
                     raw = record.value
                     if exc.reason == "too_large" and raw is not None:
-                        raw = raw[:QUARANTINE_RAW_LIMIT]
+                        raw = raw[:STORED_TOO_LARGE_BYTES]
                     write.quarantine = quarantine_entry(ref.topic, ref.partition, ref.offset, exc.reason,
                                                         exc.detail, raw, record.key, now)
                     continue
@@ -312,7 +311,7 @@ class Ingest:
             entry = quarantine_entry(write.ref.topic, write.ref.partition, write.ref.offset, "store_rejected",
                                      message, write.record.value, write.record.key, now)
         elif q.raw is not None or q.key is not None:
-            entry = replace(q, raw=None, key=None, detail=f"{q.detail} (bytes not stored: {message})"[:2000])
+            entry = replace(q, raw=None, key=None, detail=storable_text(f"{q.detail} (bytes not stored: {message})"))
         else:
             log.error("record_unstorable", topic=write.ref.topic, partition=write.ref.partition,
                       offset=write.ref.offset, error=message)

@@ -1,9 +1,17 @@
-"""Walking parsed JSON with paths, for errors that name the field (``info.subscriberKey``)."""
+"""Walking parsed JSON with paths, for errors that name the field (``info.subscriberKey``), and
+the integer range every store can hold."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def out_of_int64(item: Any) -> bool:
+    """An integer (not a bool) that no BIGINT / SQLite INTEGER column can hold."""
+    return type(item) is int and not INT64_MIN <= item <= INT64_MAX
 
 
 def walk_json(data: Any) -> Iterator[tuple[str, Any]]:

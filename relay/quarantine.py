@@ -26,6 +26,7 @@ from relay.store.models import QuarantinedRecord
 
 log = structlog.get_logger("relay.quarantine")
 
+STORED_TOO_LARGE_BYTES = 64 * 1024  # what the table keeps of a record over max_record_bytes
 PUBLISHED_RAW_BYTES = 64 * 1024
 PUBLISHED_KEY_BYTES = 4 * 1024
 DETAIL_CHARS = 2000

@@ -15,10 +15,9 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.errors import ApiError, bad_request, error_response
-from relay.jsonwalk import walk_json
+from relay.jsonwalk import INT64_MAX, out_of_int64, walk_json
 
 MAX_QUERY_CHARS = 4096
-INT64_MAX = 2**63 - 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
@@ -50,7 +49,7 @@ def check_json_values(data: Any) -> None:
     for path, item in walk_json(data):
         if isinstance(item, str) and has_control(item):
             raise bad_request(f"{path} contains a control character", field=path)
-        if isinstance(item, int) and not isinstance(item, bool) and not -INT64_MAX - 1 <= item <= INT64_MAX:
+        if out_of_int64(item):
             raise bad_request(f"{path} is beyond the signed 64-bit range", field=path)
 
 

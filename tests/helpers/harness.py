@@ -180,6 +180,28 @@ class RelayHarness:
 
         await eventually(current, timeout, what=f"routing reloaded to registry version {target}")
 
+    async def caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until ingest has committed every partition of the topic up to its end as of now:
+        every record produced so far is persisted, on whatever partition it landed."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                    group_id=self.settings.consumer_group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(self.topic, p) for p in consumer.partitions_for_topic(self.topic) or ()]
+            ends = await consumer.end_offsets(partitions)
+
+            async def committed_to_end() -> bool:
+                for tp, end in ends.items():
+                    committed = await consumer.committed(tp)
+                    if end and (committed is None or committed < end):
+                        return False
+                return True
+
+            await eventually(committed_to_end, timeout, what=f"ingest committed {self.topic} up to {ends}")
+        finally:
+            await consumer.stop()
+
     async def settled(self, key: bytes, timeout: float = 30.0) -> None:
         """Wait until ingest has committed past a marker produced now with ``key``: every record
         produced earlier with that key (same partition) is persisted by then — routed or not — so a

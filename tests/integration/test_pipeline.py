@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import orjson
@@ -126,7 +125,7 @@ async def test_restart_resumes_from_committed_offsets_and_loses_nothing(
         await harness.start()
 
         await receiver.wait_events(100)
-        await asyncio.sleep(0.5)
+        await harness.caught_up()  # ingest has read and persisted everything produced, instead of a sleep
         keys = [e["info"]["subscriberKey"] for e in receiver.delivered_events()]
         assert sorted(set(keys)) == sorted({f"a-{i}" for i in range(40)} | {f"b-{i}" for i in range(60)})
         # committed offsets were honoured: nothing from before the restart came back
