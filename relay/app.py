@@ -29,9 +29,11 @@ from relay.delivery.outcomes import Outcomes, OutcomeTopics
 from relay.delivery.retry import RetryPolicy
 from relay.ingest import Ingest
 from relay.metrics import METRICS
+from relay.operations import Handshake, OperationRunner, Redrive, ReleaseHeld
 from relay.publisher import Publisher
 from relay.routing import Router
 from relay.store import open_store
+from relay.supervisor import Supervisor
 from relay.topics import ensure_topics
 
 log = structlog.get_logger("relay.app")
@@ -48,6 +50,7 @@ class Relay:
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
+        self.supervisor = Supervisor()
 
     async def start(self) -> None:
         s = self.settings
@@ -64,7 +67,7 @@ class Relay:
             **{topic: INPUT_TOPIC_PARTITIONS for topic in s.topics},
             s.quarantine_topic: 1, s.deadletter_topic: 1, s.ops_topic: 1,
         })
-        self.router = Router(self.store)
+        self.router = Router(self.store, self.supervisor)
         await self.router.start()
         self.client = DeliveryClient(UrlPolicy(s.url_allowlist), s.global_max_in_flight, resolver=self._resolver)
         await self.client.start()
@@ -79,30 +82,40 @@ class Relay:
                 CircuitConfig(s.circuit_failure_threshold, s.circuit_cooldown,
                               s.circuit_cooldown_max, s.disable_after),
             ),
-            global_max_in_flight=s.global_max_in_flight, clock=self._clock,
+            self.supervisor, global_max_in_flight=s.global_max_in_flight, clock=self._clock,
         )
         self.outcomes = Outcomes(
             self.store, self.publisher,
             OutcomeTopics(s.deadletter_topic, s.ops_topic, s.deadletter_alert_threshold),
-            refresh_routing=self.router.refresh, clock=self._clock,
+            refresh_routing=self.router.refresh, clock=self._clock, supervisor=self.supervisor,
             dead_letters=await self.store.count_deadletters(),
         )
         self.dispatcher.add_listener(self.outcomes.on_result)
         self.dispatcher.add_lane_listener(self.outcomes.on_lane_event)
         await self.dispatcher.start()
 
+        self.operations = OperationRunner(
+            self.store,
+            [Redrive(self.store, self.dispatcher.requeue, self._clock),
+             Handshake(self.store, self.client, self._clock),
+             ReleaseHeld(self.store, self.dispatcher.requeue)],
+            self.supervisor, clock=self._clock, lease=s.operation_lease,
+        )
+        self.operations.start()
+
         ctx = ApiContext(s, self.store, self.client, self.router,
                          readiness={"kafka": self._kafka_ready, "ingest": self._ingest_ready}, clock=self._clock,
-                         requeue=self.dispatcher.requeue, circuit_state=self._circuit_state)
+                         requeue=self.dispatcher.requeue, circuit_state=self._circuit_state,
+                         operations=self.operations)
         # Long-lived streams (the activity stream) must not hold a shutdown for long.
         self._runner = await serve_app(build_api(ctx), s.api_host_port, "RELAY_API_LISTEN")
         if s.metrics_host_port is not None:
             self._metrics_runner = await serve_app(build_metrics_app(), s.metrics_host_port, "RELAY_METRICS_LISTEN")
 
-        self._retention = asyncio.create_task(self._retention_loop(), name="retention")
-        self._gauges = asyncio.create_task(self._gauge_loop(), name="gauges")
+        self._retention = self.supervisor.every("retention", s.retention_interval, self._purge)
+        self._gauges = self.supervisor.every("gauges", 2.0, self._refresh_gauges)
 
-        self.ingest = Ingest(s, self.store, self.router, self.dispatcher, self.publisher,
+        self.ingest = Ingest(s, self.store, self.router, self.dispatcher, self.publisher, self.supervisor,
                              clock=self._clock)
         await self.ingest.start()
         log.info("relay_started", api=s.api_listen, topics=list(s.topics),
@@ -112,8 +125,9 @@ class Relay:
         """Stop consuming, let in-flight POSTs finish (bounded), persist results, close."""
         log.info("relay_stopping")
         await self.ingest.stop()
-        self._retention.cancel()
-        self._gauges.cancel()
+        await self.operations.stop()
+        await self._retention.stop()
+        await self._gauges.stop()
         await self.dispatcher.stop(grace=5.0)
         await self.outcomes.close(timeout=5.0)
         await self.publisher.stop()
@@ -122,6 +136,7 @@ class Relay:
             if runner is not None:
                 await runner.cleanup()
         await self.router.stop()
+        await self.supervisor.stop(grace=5.0)
         await self.store.close()
         log.info("relay_stopped")
         self._stopped.set()
@@ -153,16 +168,8 @@ class Relay:
         lane = self.dispatcher.lanes.get(callback_id)
         return None if lane is None else lane.circuit.state
 
-    async def _gauge_loop(self, interval: float = 2.0) -> None:
-        """Gauges that describe state rather than count events: refreshed on a timer."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._refresh_gauges()
-            except Exception:
-                log.exception("gauge_refresh_failed")
-
     async def _refresh_gauges(self) -> None:
+        """Gauges that describe state rather than count events: refreshed on a timer."""
         lanes = self.dispatcher.lanes
         if METRICS.per_callback:
             for callback_id, lane in lanes.items():
@@ -175,21 +182,17 @@ class Relay:
             METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         METRICS.dead_letters_stored.set(self.outcomes.dead_letters)
 
-    async def _retention_loop(self) -> None:
+    async def _purge(self) -> None:
         """Purge old rows in small transactions, pausing between them, so delivery never waits."""
         s = self.settings
+        now = self._clock()
         while True:
-            await asyncio.sleep(s.retention_interval)
-            now = self._clock()
-            try:
-                while True:
-                    purged = await self.store.purge_older_than(
-                        now - s.retention_events, now - s.retention_attempts, now - s.retention_deadletters)
-                    if purged["deadletters"]:
-                        self.outcomes.dead_letters = await self.store.count_deadletters()
-                    if not any(purged.values()):
-                        break
-                    log.info("retention_purged", **purged)
-                    await asyncio.sleep(0.05)
-            except Exception:
-                log.exception("retention_failed")
+            purged = await self.store.purge_older_than(
+                now - s.retention_events, now - s.retention_attempts, now - s.retention_deadletters)
+            purged["operations"] = await self.store.purge_finished_operations(now - s.retention_attempts)
+            if purged["deadletters"]:
+                self.outcomes.dead_letters = await self.store.count_deadletters()
+            if not any(purged.values()):
+                return
+            log.info("retention_purged", **purged)
+            await asyncio.sleep(0.05)

@@ -217,6 +217,9 @@ class Settings:
     retention_attempts: float = setting(7 * 86400.0, _seconds, "Attempt log entries older than this are purged.")
     retention_deadletters: float = setting(30 * 86400.0, _seconds, "Dead letters older than this are purged.")
     retention_interval: float = setting(60.0, _seconds, "How often the background purge runs.")
+    operation_lease: float = setting(30.0, _seconds,
+        "How long an instance holds a durable operation (bulk replay, handshake) without reporting "
+        "progress; after that another instance resumes it.")
     log_level: str = setting("info", _choice("debug", "info", "warning", "error"), "Log level.")
     log_format: str = setting("json", _choice("json", "console"), "Log format.")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

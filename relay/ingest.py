@@ -39,6 +39,7 @@ from relay.routing import Router
 from relay.stall import StallWatch
 from relay.store.base import RecordRejected, Store, StoreUnavailable
 from relay.store.models import Job, NewJob, QuarantinedRecord
+from relay.supervisor import Routine, Supervisor
 
 log = structlog.get_logger("relay.ingest")
 
@@ -69,6 +70,7 @@ class Ingest:
         router: Router,
         dispatcher: Dispatcher,
         publisher: Publisher,
+        supervisor: Supervisor,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -79,13 +81,14 @@ class Ingest:
         self._clock = clock
         self._accepted = accepted_event_types(settings.extra_event_types)
         self._consumer: AIOKafkaConsumer | None = None
+        self._supervisor = supervisor
         self._task: asyncio.Task[None] | None = None
-        self._watch_task: asyncio.Task[None] | None = None
+        self._watch: Routine | None = None
         self._stopping = False
         # Held while a batch is processed, and by a rebalance: a revoked partition's last batch
         # is persisted (and its jobs in the store) before another instance is given it.
         self._batch_lock = asyncio.Lock()
-        self.outbox = QuarantineOutbox(store, publisher, settings.quarantine_topic, clock)
+        self.outbox = QuarantineOutbox(store, publisher, settings.quarantine_topic, clock, supervisor)
         self.stall = StallWatch(settings.ingest_stall_seconds, clock)
         self._in_hand = False
         self._last_error: str | None = None
@@ -104,8 +107,8 @@ class Ingest:
         await self._consumer.start()
         self.outbox.start()
         self.outbox.wake()  # rows a previous run could not publish
-        self._task = asyncio.create_task(self._run(), name="ingest")
-        self._watch_task = asyncio.create_task(self._watch(), name="ingest-watch")
+        self._task = self._supervisor.spawn("ingest", self._run())
+        self._watch = self._supervisor.every("ingest-watch", 1.0, self._observe)
 
     async def stop(self) -> None:
         """Finish the batch in hand (persist + commit), then leave the group."""
@@ -117,10 +120,8 @@ class Ingest:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        if self._watch_task:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        if self._watch:
+            await self._watch.stop()
         await self.outbox.stop()
         if self._consumer:
             await self._consumer.stop()
@@ -334,19 +335,12 @@ class Ingest:
         METRICS.ingest_last_commit.set(self._clock())
 
     # -- the stall watch ------------------------------------------------------------------
-    async def _watch(self, interval: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                behind = self._in_hand or any((await self.lag()).values())
-                transition = self.stall.observe(behind)
-                METRICS.ingest_stalled.set(1 if self.stall.stalled else 0)
-                if transition is not None:
-                    await self._announce(transition)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("ingest_watch_failed")
+    async def _observe(self) -> None:
+        behind = self._in_hand or any((await self.lag()).values())
+        transition = self.stall.observe(behind)
+        METRICS.ingest_stalled.set(1 if self.stall.stalled else 0)
+        if transition is not None:
+            await self._announce(transition)
 
     def _stall_reason(self) -> str:
         since = self.stall.stalled_since or self.stall.last_commit_at

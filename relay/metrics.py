@@ -79,6 +79,13 @@ class Metrics:
             registry=r)
         self.dead_letters_stored = Gauge(
             "relay_dead_letters_stored", "Dead letters currently in the store.", registry=r)
+        self.background_failures = Counter(
+            "relay_background_failures_total",
+            "Failures of supervised background work by routine (a periodic routine runs again "
+            "after a backoff; a one-off task is reported).", ["routine"], registry=r)
+        self.operations_run = Counter(
+            "relay_operations_total", "Durable operations finished, by kind and final state.",
+            ["kind", "state"], registry=r)
 
 
 METRICS = Metrics()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ from relay.metrics import METRICS
 from relay.publisher import Publisher
 from relay.store.base import Store
 from relay.store.models import QuarantinedRecord
+from relay.supervisor import Routine, Supervisor
 
 log = structlog.get_logger("relay.quarantine")
 
@@ -71,10 +71,12 @@ def _bytes_field(name: str, data: bytes | None, cap: int) -> dict[str, Any]:
 
 
 class QuarantineOutbox:
-    """Publishes quarantine rows that are not yet on the topic; owned and awaited by ingest."""
+    """Publishes quarantine rows that are not yet on the topic; started and stopped by ingest.
+    A failed publish is retried by the supervisor with a growing backoff."""
 
     def __init__(self, store: Store, publisher: Publisher, topic: str, clock: Callable[[], float],
-                 interval: float = 5.0, batch: int = 200, publish_timeout: float = 10.0) -> None:
+                 supervisor: Supervisor, interval: float = 5.0, batch: int = 200,
+                 publish_timeout: float = 10.0) -> None:
         self._store = store
         self._publisher = publisher
         self._topic = topic
@@ -83,38 +85,23 @@ class QuarantineOutbox:
         self._batch = batch
         self._publish_timeout = publish_timeout
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._supervisor = supervisor
+        self._routine: Routine | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="quarantine-outbox")
+        self._routine = self._supervisor.every("quarantine-outbox", self._interval, self._drain, wake=self._wake)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._routine is not None:
+            await self._routine.stop()
+            self._routine = None
 
-    async def _run(self) -> None:
-        failures = 0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            self._wake.clear()
-            try:
-                while await self.flush() == self._batch:
-                    pass
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.warning("quarantine_publish_failed", topic=self._topic, error=f"{type(exc).__name__}: {exc}",
-                            retry_in=min(60.0, self._interval * failures))
-                await asyncio.sleep(min(60.0, self._interval * failures))
+    async def _drain(self) -> None:
+        while await self.flush() == self._batch:
+            pass
 
     async def flush(self) -> int:
         """Publish one group of unpublished rows; return how many there were."""

@@ -6,8 +6,6 @@ The index is immutable and rebuilt whole when the registry changes (polled once 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +15,7 @@ import structlog
 from relay.events import Event
 from relay.store.base import Store
 from relay.store.models import Callback, Subscription
+from relay.supervisor import Routine, Supervisor
 
 log = structlog.get_logger("relay.routing")
 
@@ -151,23 +150,22 @@ async def build_index(store: Store) -> tuple[SubscriptionIndex, list[Callback]]:
 class Router:
     """Keeps a fresh SubscriptionIndex: a registry change is live within ``refresh_interval``."""
 
-    def __init__(self, store: Store, refresh_interval: float = 0.5) -> None:
+    def __init__(self, store: Store, supervisor: Supervisor, refresh_interval: float = 0.5) -> None:
         self._store = store
+        self._supervisor = supervisor
         self._interval = refresh_interval
         self._version = -1
-        self._task: asyncio.Task[None] | None = None
+        self._routine: Routine | None = None
         self.index = SubscriptionIndex({}, [], [])
         self.callbacks: dict[str, Callback] = {}
 
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._run(), name="router-refresh")
+        self._routine = self._supervisor.every("router-refresh", self._interval, self.refresh)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._routine:
+            await self._routine.stop()
 
     @property
     def version(self) -> int:
@@ -187,10 +185,3 @@ class Router:
         log.info("routing_reloaded", registry_version=version)
         return True
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("routing_reload_failed")

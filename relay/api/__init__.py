@@ -12,6 +12,7 @@ from relay.api import (
     docs,
     health,
     messages,
+    operations,
     stats,
     subscriptions,
     ui,
@@ -31,7 +32,7 @@ def build_api(ctx: ApiContext) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[CONTEXT] = ctx
-    for module in (health, docs, accounts, callbacks, deliveries, subscriptions, deadletters, messages,
+    for module in (health, docs, accounts, callbacks, deliveries, subscriptions, deadletters, operations, messages,
                    stats, ui):
         app.router.add_routes(module.routes)
     if not ctx.settings.metrics_listen:

@@ -7,28 +7,25 @@ Unverified callbacks receive no events.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 import structlog
 from aiohttp import web
 
 from relay.api import body
 from relay.api.auth import require_account
-from relay.api.context import ApiContext, context, registry_changed
+from relay.api.context import ApiContext, context, operations, registry_changed
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.crypto import hash_api_key
 from relay.delivery.http import UnsafeUrl
 from relay.ids import new_id
+from relay.operations import Handshake
 from relay.signing import (
     SIGNING_KEY_PREFIX,
-    SigningKeys,
-    delivery_headers,
     new_secret,
     new_signing_key,
     public_key,
@@ -40,8 +37,6 @@ log = structlog.get_logger("relay.api.callbacks")
 routes = web.RouteTableDef()
 
 VERIFICATION_TTL = 4 * 3600.0
-HANDSHAKE_TIMEOUT = 30.0
-_background: set[asyncio.Task[None]] = set()
 
 
 OPTION_FIELDS = {"timeout", "retrySchedule", "retryMaxAge", "maxInFlight"}
@@ -152,24 +147,11 @@ async def create_callback(request: web.Request) -> web.Response:
 
 
 async def start_handshake(ctx: ApiContext, callback: Callback) -> None:
-    """Issue a fresh single-use key and POST it to the URL in the background."""
+    """Issue a fresh single-use key; a durable operation POSTs it to the URL (``Handshake``)."""
     key = "vk_" + secrets.token_urlsafe(24)  # never starts with "-": it is pasted into `relay callbacks verify`
     await ctx.store.set_verification(callback.id, hash_api_key(key), ctx.clock() + VERIFICATION_TTL)
-    task = asyncio.create_task(_send_handshake(ctx, callback, key))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-async def _send_handshake(ctx: ApiContext, callback: Callback, key: str) -> None:
-    payload = orjson.dumps({"callbackId": callback.id, "verificationKey": key})
-    now = ctx.clock()
-    headers = delivery_headers(
-        SigningKeys.from_secrets(s.secret for s in callback.active_secrets(now)),
-        f"verify_{callback.id}", int(now), payload, ens=callback.ens_signature,
-    )
-    outcome = await ctx.client.post(callback.url, payload, headers, HANDSHAKE_TIMEOUT)
-    log.info("verification_sent", callback_id=callback.id, status=outcome.status,
-             error=outcome.error)
+    await operations(ctx).submit(callback.account_id, Handshake.name,
+                                 {"callbackId": callback.id, "verificationKey": key}, prefix="hs")
 
 
 @routes.get("/v1/callbacks")

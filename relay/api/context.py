@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from relay.api.errors import ApiError
 from relay.config import Settings
 from relay.delivery.http import DeliveryClient
+from relay.operations import OperationRunner
 from relay.routing import Router
 from relay.store.base import Store
 
@@ -24,6 +26,7 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     requeue: Callable[[str], None] | None = None
     circuit_state: Callable[[str], str | None] | None = None
+    operations: OperationRunner | None = None
 
 
 CONTEXT = web.AppKey("relay_context", ApiContext)
@@ -31,6 +34,13 @@ CONTEXT = web.AppKey("relay_context", ApiContext)
 
 def context(request: web.Request) -> ApiContext:
     return request.app[CONTEXT]
+
+
+def operations(ctx: ApiContext) -> OperationRunner:
+    """Background work goes through the durable runner, never a task of the handler's own."""
+    if ctx.operations is None:
+        raise ApiError(503, "unavailable", "background operations are not running on this instance")
+    return ctx.operations
 
 
 async def registry_changed(ctx: ApiContext) -> None:

@@ -6,20 +6,20 @@ attempts join the same attempt log.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from relay.api import body
 from relay.api.auth import require_account
-from relay.api.context import ApiContext, context, registry_changed
+from relay.api.context import ApiContext, context, operations, registry_changed
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.api.inputs import database_id
+from relay.api.operations import operation_json
 from relay.api.paging import page_params, paged
+from relay.operations import Redrive
+from relay.store.models import Operation
 
 routes = web.RouteTableDef()
 FILTER_FIELDS = ("callbackId", "eventType", "reason", "since", "until")
@@ -129,27 +129,6 @@ async def purge_many(request: web.Request) -> web.Response:
     return json_response({"purged": purged})
 
 
-@dataclass
-class Redrive:
-    """A bulk replay running in the background at a bounded rate."""
-
-    id: str
-    account_id: str
-    rate: float
-    replayed: int = 0
-    done: bool = False
-    error: str | None = None
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    def json(self) -> dict[str, Any]:
-        return {"id": self.id, "replayed": self.replayed, "done": self.done, "ratePerSecond": self.rate,
-                "error": self.error}
-
-
-_redrives: dict[str, Redrive] = {}
-_sequence = itertools.count(1)
-
-
 @routes.post("/v1/deadletters/replay")
 async def replay_many(request: web.Request) -> web.Response:
     """Replay a selection (``ids``) or everything matching a filter, at ``ratePerSecond``."""
@@ -169,35 +148,23 @@ async def replay_many(request: web.Request) -> web.Response:
     if "callbackId" in filters:
         await _callback_can_receive(ctx, account.id, filters["callbackId"],
                                     body.boolean(data, "enableCallback", default=False))
-    redrive = Redrive(f"rd_{next(_sequence)}", account.id, rate)
-    redrive.task = asyncio.create_task(_run_redrive(ctx, redrive, filters))
-    _redrives[redrive.id] = redrive
-    return json_response(redrive.json(), status=202)
+    op = await operations(ctx).submit(account.id, Redrive.name, Redrive.params(filters, rate), prefix="rd")
+    return json_response(replay_json(op), status=202)
 
 
 @routes.get("/v1/deadletters/replay/{replay_id}")
 async def replay_progress(request: web.Request) -> web.Response:
+    """The same operation as ``GET /v1/operations/{id}``, in the replay's own words."""
     account = require_account(request)
-    redrive = _redrives.get(request.match_info["replay_id"])
-    if redrive is None or redrive.account_id != account.id:
+    op = await context(request).store.get_operation(request.match_info["replay_id"], account.id)
+    if op.kind != Redrive.name:
         raise ApiError(404, "not_found", "no such replay")
-    return json_response(redrive.json())
+    return json_response(replay_json(op))
 
 
-async def _run_redrive(ctx: ApiContext, redrive: Redrive, filters: dict[str, Any]) -> None:
-    chunk = max(1, min(500, int(redrive.rate)))
-    try:
-        while True:
-            rows = await ctx.store.list_deadletters_page(redrive.account_id, filters, 0, chunk)
-            if not rows:
-                break
-            await _replay(ctx, redrive.account_id, [row["id"] for row in rows])
-            redrive.replayed += len(rows)
-            await asyncio.sleep(len(rows) / redrive.rate)
-    except Exception as exc:
-        redrive.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        redrive.done = True
+def replay_json(op: Operation) -> dict[str, Any]:
+    return {**operation_json(op), "replayed": op.done, "done": op.finished,
+            "ratePerSecond": op.params["rate"]}
 
 
 async def _replay(ctx: ApiContext, account_id: str, ids: list[int]) -> list[str]:

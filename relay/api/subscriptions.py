@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Any
 
@@ -10,10 +9,11 @@ from aiohttp import web
 
 from relay.api import body
 from relay.api.auth import require_account
-from relay.api.context import ApiContext, context, registry_changed
+from relay.api.context import ApiContext, context, operations, registry_changed
 from relay.api.errors import bad_request, json_response
 from relay.events import KNOWN_EVENT_TYPES, accepted_event_types
 from relay.ids import new_id
+from relay.operations import ReleaseHeld
 from relay.routing import InvalidFilter, parse_filter
 from relay.store.models import Subscription
 
@@ -172,18 +172,12 @@ async def _save(ctx: ApiContext, current: Subscription, updated: Subscription) -
     if current.status == "paused" and updated.status == "active":
         await _release(ctx, updated.id)
         # An instance whose routing had not reloaded yet may still hold a few events: sweep again.
-        task = asyncio.ensure_future(_release(ctx, updated.id, delay=2.0))
-        _sweeps.add(task)
-        task.add_done_callback(_sweeps.discard)
+        await operations(ctx).submit(updated.account_id, ReleaseHeld.name, {"subscriptionId": updated.id},
+                                     delay=2.0, prefix="sw")
     return updated
 
 
-_sweeps: set[asyncio.Future[None]] = set()
-
-
-async def _release(ctx: ApiContext, subscription_id: str, delay: float = 0.0) -> None:
-    if delay:
-        await asyncio.sleep(delay)
+async def _release(ctx: ApiContext, subscription_id: str) -> None:
     for callback_id in await ctx.store.release_held(subscription_id):
         if ctx.requeue is not None:
             ctx.requeue(callback_id)

@@ -13,7 +13,6 @@ pending and retrying jobs of the new partitions from the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from relay.delivery.outcomes import LaneEvent, LaneEventSink
 from relay.delivery.retry import RetryPolicy
 from relay.store.base import Store
 from relay.store.models import Callback, DeliveryResult, Job
+from relay.supervisor import Routine, Supervisor
 
 log = structlog.get_logger("relay.dispatcher")
 
@@ -40,6 +40,7 @@ class Dispatcher:
         callbacks: Callable[[str], Callback | None],
         policy: RetryPolicy,
         lane_config: LaneConfig,
+        supervisor: Supervisor,
         global_max_in_flight: int = 256,
         flush_interval: float = 0.05,
         clock: Callable[[], float] = time.time,
@@ -54,12 +55,12 @@ class Dispatcher:
         self._clock = clock
         self._lanes: dict[str, Lane] = {}
         self._pending_results: list[DeliveryResult] = []
-        self._flush_task: asyncio.Task[None] | None = None
+        self._supervisor = supervisor
+        self._routines: list[Routine] = []
         self._listeners: list[ResultListener] = []
         self._lane_listeners: list[LaneEventSink] = []
         self._owned: set[tuple[str, int]] = set()
         self._requeue_version: int | None = None
-        self._watch_task: asyncio.Task[None] | None = None
 
     def add_listener(self, listener: ResultListener) -> None:
         """Called for every result (metrics, dead-letter topic, callback disabling)."""
@@ -71,17 +72,16 @@ class Dispatcher:
 
     async def start(self) -> None:
         """Lanes appear when partitions are assigned (``assign``), not before."""
-        self._flush_task = asyncio.create_task(self._flush_loop(), name="result-writer")
-        self._watch_task = asyncio.create_task(self._watch_requeues(), name="requeue-watch")
+        self._routines = [
+            self._supervisor.every("result-writer", self._flush_interval, self._flush),
+            self._supervisor.every("requeue-watch", 0.5, self._watch_requeues),
+        ]
 
     async def stop(self, grace: float = 5.0) -> None:
-        if self._watch_task:
-            self._watch_task.cancel()
+        """Lanes first (in-flight POSTs get ``grace``), then the last results are written."""
         await asyncio.gather(*(lane.stop(grace) for lane in self._lanes.values()))
-        if self._flush_task:
-            self._flush_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flush_task
+        for routine in self._routines:
+            await routine.stop()
         await self._flush()
 
     async def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
@@ -127,17 +127,12 @@ class Dispatcher:
         """Jobs of this callback were set back to pending in the store (replay)."""
         self._lane(callback_id).requeue()
 
-    async def _watch_requeues(self, interval: float = 0.5) -> None:
+    async def _watch_requeues(self) -> None:
         """Another instance put jobs back to pending (replay, resumed subscription): reload."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                version = await self._store.requeue_version()
-                if self._requeue_version is not None and version != self._requeue_version and self._owned:
-                    await self._reload_owned()
-                self._requeue_version = version
-            except Exception:
-                log.exception("requeue_watch_failed")
+        version = await self._store.requeue_version()
+        if self._requeue_version is not None and version != self._requeue_version and self._owned:
+            await self._reload_owned()
+        self._requeue_version = version
 
     @property
     def lanes(self) -> dict[str, Lane]:
@@ -153,7 +148,7 @@ class Dispatcher:
                 clock=self._clock,
             )
             self._lanes[callback_id] = lane
-            lane.start()
+            lane.start(self._supervisor)
         return lane
 
     def _on_result(self, result: DeliveryResult, callback: Callback) -> None:
@@ -170,14 +165,6 @@ class Dispatcher:
                 listener(event, callback)
             except Exception:
                 log.exception("lane_listener_failed", callback_id=callback.id, event=type(event).__name__)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_interval)
-            try:
-                await self._flush()
-            except Exception:
-                log.exception("result_write_failed", pending=len(self._pending_results))
 
     async def _flush(self) -> None:
         if not self._pending_results:

@@ -1,11 +1,9 @@
-"""One lane per callback: per-key FIFO, batching, bounded in-flight requests, bounded memory.
+"""One lane per callback: the I/O around a window — store reads, signing, the POST, retries, health.
 
-A lane holds a window of pending jobs in job-id order (which is Kafka order per partition).
-A job may be sent only when no earlier job with the same ordering key is unfinished, so a
-failing key holds back its own later events and nothing else. A batch's composition is pinned
-in the store before its first POST and a failed batch is retried whole, so its ``webhook-id``
-stays the same across retries and across a crash. A batch holds jobs of one source partition
-only, so it moves whole when the partition moves to another instance.
+Which batch goes next is the :class:`~relay.delivery.window.Window`'s decision (per-key FIFO,
+batch pinning, partition boundaries). The lane pins a batch's composition in the store before its
+first POST, so its ``webhook-id`` stays the same across retries and across a crash, bounds the
+requests in flight, and hands each result to the outcomes.
 """
 
 from __future__ import annotations
@@ -24,9 +22,11 @@ from relay.delivery.circuit import CircuitBreaker, CircuitConfig
 from relay.delivery.http import DeliveryClient, HttpOutcome
 from relay.delivery.outcomes import CircuitClosed, CircuitOpened, DisableRequested, FailingSince, LaneEventSink
 from relay.delivery.retry import RetryPolicy
+from relay.delivery.window import Window
 from relay.signing import SigningKeys, delivery_headers
 from relay.store.base import Store
 from relay.store.models import AttemptRecord, Callback, DeliveryResult, Job
+from relay.supervisor import Supervisor
 
 log = structlog.get_logger("relay.delivery")
 
@@ -77,13 +77,7 @@ class Lane:
         self._report = report
         self._notify = notify
         self._clock = clock
-        self._window: dict[int, Job] = {}
-        self._in_flight_jobs: set[int] = set()
-        self._in_flight_keys: set[str] = set()
-        self._in_flight = 0
-        self._loaded_upto = 0
-        self._backlog = True
-        self._skipped_offer = False
+        self._window = Window(config.window)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -94,50 +88,30 @@ class Lane:
     # -- feeding --------------------------------------------------------------------------
     def offer(self, jobs: list[Job]) -> None:
         """New jobs from ingest (already durable). Beyond the window they stay in the store."""
-        for job in jobs:
-            if self._backlog or len(self._window) >= self._config.window:
-                self._backlog = True
-                self._skipped_offer = True
-                break
-            if job.id > self._loaded_upto:
-                self._window[job.id] = job
-                self._loaded_upto = job.id
+        self._window.offer(jobs)
         self._wake.set()
 
     def requeue(self) -> None:
         """Jobs were put back to pending in the store (dead-letter replay): reload from the start."""
-        self._loaded_upto = 0
-        self._backlog = True
+        self._window.reload()
         self._wake.set()
 
     async def _load(self) -> None:
-        room = self._config.window - len(self._window)
-        if not self._backlog or room < self._config.window // 2:
+        if not self._window.wants_load():
             return
-        highest_held = max(self._window, default=0)
-        self._skipped_offer = False
         owned = self._owned()
         if owned is not None and not owned:
             return
-        jobs = await self._store.load_pending(self.callback_id, self._loaded_upto, room,
+        self._window.begin_load()
+        room = self._window.room
+        jobs = await self._store.load_pending(self.callback_id, self._window.loaded_upto, room,
                                               None if owned is None else sorted(owned))
-        for job in jobs:
-            if job.id not in self._window and job.id not in self._in_flight_jobs:
-                self._window[job.id] = job
-            self._loaded_upto = max(self._loaded_upto, job.id)
-        # A short read means the store is drained — unless jobs were offered (and skipped) while
-        # the read ran: they may be newer than its snapshot, so the lane must read again.
-        if len(jobs) < room and not self._skipped_offer:
-            self._backlog = False
-        if jobs and jobs[0].id < highest_held:  # a replay brought back older jobs
-            self._window = dict(sorted(self._window.items()))
+        self._window.loaded(jobs, room)
 
     def forget(self) -> set[asyncio.Task[None]]:
         """Partition ownership is changing: drop every job not in flight (the store has them all;
         the next owner loads them from there) and return the sends still in flight."""
-        self._window = {i: j for i, j in self._window.items() if i in self._in_flight_jobs}
-        self._loaded_upto = 0
-        self._backlog = True
+        self._window.forget()
         return set(self._sends)
 
     @property
@@ -146,11 +120,12 @@ class Lane:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._window.batches_in_flight
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"lane-{self.callback_id}")
+    def start(self, supervisor: Supervisor) -> None:
+        """The lane's loop runs under the supervisor; its sends are its own, awaited in ``stop``."""
+        self._task = supervisor.spawn(f"lane-{self.callback_id}", self._run())
 
     async def stop(self, grace: float) -> None:
         """Stop taking new batches; give in-flight POSTs ``grace`` seconds to finish."""
@@ -185,12 +160,12 @@ class Lane:
         """Start as many batches as capacity allows; return how long to wait at most."""
         limit = callback.options.max_in_flight or self._config.max_in_flight
         lingered = False
-        while self._in_flight < limit:
+        while self._window.batches_in_flight < limit:
             now = self._clock()
             if not self.circuit.allows(now):
                 reopens = self.circuit.reopens_at()
                 return None if reopens is None else max(0.01, reopens - now)
-            batch, next_due = self._next_batch(callback.max_batch_size, now)
+            batch, next_due = self._window.next_batch(callback.max_batch_size, now, self._owned())
             if not batch:
                 self.circuit.release_probe()
                 return None if next_due is None else max(0.0, next_due - now)
@@ -202,13 +177,12 @@ class Lane:
                 await asyncio.sleep(self._config.linger)
                 continue
             lingered = False
-            self._begin(batch)
+            self._window.begin(batch)
             try:
                 if fresh and len(batch) > 1:
                     batch_id = webhook_id(callback.id, [job.event_id for job in batch])
                     await self._store.assign_batch(batch_id, [job.id for job in batch])
-                    for job in batch:
-                        job.batch_id = batch_id
+                    self._window.pin(batch, batch_id)
                 await self._slots.acquire()
             except BaseException:
                 self._end(batch)
@@ -218,54 +192,8 @@ class Lane:
             task.add_done_callback(self._sends.discard)
         return None
 
-    def _next_batch(self, max_size: int, now: float) -> tuple[list[Job], float | None]:
-        blocked = set(self._in_flight_keys)
-        batch: list[Job] = []
-        next_due: float | None = None
-        owned = self._owned()
-        for job in self._window.values():
-            if job.id in self._in_flight_jobs:
-                continue
-            if owned is not None and job.source not in owned:
-                continue  # its partition moved to another instance while a send was in flight
-            key = job.ordering_key
-            if key is not None and key in blocked:
-                continue
-            if job.next_attempt_at > now:
-                next_due = job.next_attempt_at if next_due is None else min(next_due, job.next_attempt_at)
-                if key is not None:
-                    blocked.add(key)
-                continue
-            if job.batch_id is not None:
-                if batch:
-                    if key is not None:
-                        blocked.add(key)
-                    continue
-                return [j for j in self._window.values()
-                        if j.batch_id == job.batch_id and j.id not in self._in_flight_jobs], None
-            if batch and job.source != batch[0].source:
-                # A batch never spans partitions: its webhook-id must survive a hand-over whole.
-                if key is not None:
-                    blocked.add(key)
-                continue
-            batch.append(job)
-            if len(batch) >= max_size:
-                break
-        return batch, next_due
-
-    def _begin(self, batch: list[Job]) -> None:
-        self._in_flight += 1
-        for job in batch:
-            self._in_flight_jobs.add(job.id)
-            if job.ordering_key is not None:
-                self._in_flight_keys.add(job.ordering_key)
-
     def _end(self, batch: list[Job]) -> None:
-        self._in_flight -= 1
-        for job in batch:
-            self._in_flight_jobs.discard(job.id)
-            if job.ordering_key is not None:
-                self._in_flight_keys.discard(job.ordering_key)
+        self._window.end(batch)
         self._wake.set()
 
     # -- sending --------------------------------------------------------------------------
@@ -281,8 +209,7 @@ class Lane:
             self._settle(callback, batch, msg_id, outcome)
         except Exception:
             log.exception("delivery_crashed", callback_id=callback.id, batch_size=len(batch))
-            for job in batch:
-                job.next_attempt_at = self._clock() + 1.0
+            self._window.hold(batch, self._clock() + 1.0)
             self.circuit.release_probe()
         finally:
             self._slots.release()
@@ -328,13 +255,10 @@ class Lane:
             batch_size=len(batch), attempt=attempt_number, status=outcome.status,
             error=outcome.error, outcome=result.outcome, latency_ms=round(outcome.latency_ms, 2),
         )
-        for job in batch:
-            job.attempts = attempt_number
-            if result.outcome == "retry":
-                job.batch_id = msg_id
-                job.next_attempt_at = result.next_attempt_at
-            else:
-                self._window.pop(job.id, None)
+        if result.outcome == "retry":
+            self._window.retry_at(batch, result.next_attempt_at, attempt_number, msg_id)
+        else:
+            self._window.settled(batch, attempt_number)
         self._report(result, callback)
         self._track_health(callback, outcome, now)
 

@@ -3,7 +3,7 @@ alert, circuit and health transitions, disabling a callback, and their events on
 
 Lanes report two things: a ``DeliveryResult`` per attempt (the dispatcher writes it to the store
 and hands it here) and typed ``LaneEvent``s for health transitions. ``Outcomes`` reacts to both and
-owns every task it starts, awaiting them on ``close``: nothing climbs up to ``app.py``.
+starts its work under the supervisor, awaiting it on ``close``: nothing climbs up to ``app.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from relay.metrics import METRICS
 from relay.publisher import Publisher
 from relay.store.base import Store
 from relay.store.models import Callback, DeliveryResult
+from relay.supervisor import Supervisor
 
 log = structlog.get_logger("relay.outcomes")
 
@@ -66,7 +67,7 @@ class OutcomeTopics:
 class Outcomes:
     def __init__(self, store: Store, publisher: Publisher, topics: OutcomeTopics,
                  refresh_routing: Callable[[], Awaitable[Any]], clock: Callable[[], float],
-                 dead_letters: int = 0) -> None:
+                 supervisor: Supervisor, dead_letters: int = 0) -> None:
         self._store = store
         self._publisher = publisher
         self._topics = topics
@@ -74,6 +75,7 @@ class Outcomes:
         self._clock = clock
         self.dead_letters = dead_letters  # dead letters in the store, for the alert and the gauge
         self._disabling: set[str] = set()
+        self._supervisor = supervisor
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -94,34 +96,34 @@ class Outcomes:
                     METRICS.end_to_end.observe(max(0.0, now - job.event_timestamp_ms / 1000))
         elif result.outcome == "dead":
             METRICS.dead_letters.labels(label).inc(len(result.jobs))
-            self._spawn(self._publish_dead_letters(result))
+            self._spawn("publish-dead-letters", self._publish_dead_letters(result))
             before, self.dead_letters = self.dead_letters, self.dead_letters + len(result.jobs)
             threshold = self._topics.deadletter_alert_threshold
             if before < threshold <= self.dead_letters:
                 log.warning("deadletter_threshold_crossed", deadletters=self.dead_letters)
-                self._spawn(self._ops_event("deadletters.threshold_crossed", callback,
+                self._spawn("ops-event", self._ops_event("deadletters.threshold_crossed", callback,
                                             {"deadLetters": self.dead_letters, "threshold": threshold}))
 
     # -- health transitions -------------------------------------------------------------------
     def on_lane_event(self, event: LaneEvent, callback: Callback) -> None:
         match event:
             case FailingSince(since=since):
-                self._spawn(self._store.set_failing_since(callback.id, since))
+                self._spawn("record-failing-since", self._store.set_failing_since(callback.id, since))
             case CircuitOpened():
                 METRICS.circuit_changed(callback.id, is_open=True)
                 log.warning("circuit_opened", callback_id=callback.id, **event.to_json())
-                self._spawn(self._ops_event("callback.circuit_opened", callback, event.to_json()))
+                self._spawn("ops-event", self._ops_event("callback.circuit_opened", callback, event.to_json()))
             case CircuitClosed():
                 METRICS.circuit_changed(callback.id, is_open=False)
                 log.info("circuit_closed", callback_id=callback.id)
-                self._spawn(self._ops_event("callback.circuit_closed", callback, {}))
+                self._spawn("ops-event", self._ops_event("callback.circuit_closed", callback, {}))
             case DisableRequested(reason=reason) if callback.id not in self._disabling:
                 self._disabling.add(callback.id)
-                self._spawn(self._disable(callback, reason))
+                self._spawn("disable-callback", self._disable(callback, reason))
 
     # -- the work they start ------------------------------------------------------------------
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
+        task = self._supervisor.spawn(name, coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

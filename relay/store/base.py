@@ -17,6 +17,7 @@ from relay.store.models import (
     DeliveryResult,
     Job,
     NewJob,
+    Operation,
     QuarantinedRecord,
     Subscription,
 )
@@ -180,3 +181,28 @@ class Store(Protocol):
 
     async def purge_older_than(self, events_before: float, attempts_before: float,
                                deadletters_before: float, batch: int = 5000) -> dict[str, int]: ...
+
+    async def count_deadletters_matching(self, account_id: str, filters: dict[str, Any]) -> int: ...
+
+    # -- durable operations (runner: claim under a lease, report progress, finish) -------------
+    async def create_operation(self, op: Operation) -> None: ...
+
+    async def get_operation(self, op_id: str, account_id: str) -> Operation: ...
+
+    async def list_operations(self, account_id: str, kind: str | None, limit: int) -> list[Operation]: ...
+
+    async def claim_operation(self, owner: str, now: float, lease_until: float) -> Operation | None: ...
+
+    async def record_operation_progress(self, op_id: str, owner: str, done: int, total: int | None,
+                                        now: float, lease_until: float) -> bool:
+        """Also renews the lease; False when the operation was cancelled or another instance took it."""
+
+    async def finish_operation(self, op_id: str, owner: str, state: str, error: str | None,
+                               now: float) -> None: ...
+
+    async def release_operation(self, op_id: str, owner: str) -> None: ...
+
+    async def cancel_operation(self, op_id: str, account_id: str, now: float) -> Operation:
+        """Raises NotFound, or Conflict when it has already finished."""
+
+    async def purge_finished_operations(self, before: float) -> int: ...

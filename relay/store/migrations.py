@@ -1,18 +1,24 @@
-"""Versioned schema migrations, one list per store. Append only: a released migration is never
-edited. SQLite records its version in ``PRAGMA user_version``, PostgreSQL in
-``schema_migrations`` (under an advisory lock, so instances starting together migrate once)."""
+"""Versioned schema migrations, written once and rendered per dialect. Append only: a released
+migration is never edited.
 
-SQLITE_MIGRATIONS: tuple[str, ...] = (
+Each step is portable SQL with type tokens (``{int}``, ``{real}``, ``{blob}``, ``{serial}``,
+``{json}``, ``{empty_json}``) that :func:`render` fills in for SQLite or PostgreSQL. A dialect's versions are
+groups of steps: PostgreSQL arrived after step 2, so its version 1 is steps 1 and 2, and its later
+version numbers are one lower than SQLite's. SQLite records its version in ``PRAGMA user_version``,
+PostgreSQL in ``schema_migrations`` (under an advisory lock, so instances starting together
+migrate once)."""
+
+STEPS: tuple[str, ...] = (
     # 1: registry, events, jobs, attempts, dead letters, quarantine
     """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value {int} NOT NULL);
     INSERT INTO meta (key, value) VALUES ('registry_version', 0);
 
     CREATE TABLE accounts (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         mid TEXT NOT NULL UNIQUE,
-        created_at REAL NOT NULL
+        created_at {real} NOT NULL
     );
     CREATE TABLE api_keys (
         id TEXT PRIMARY KEY,
@@ -20,8 +26,8 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         account_id TEXT NOT NULL REFERENCES accounts(id),
         prefix TEXT NOT NULL,
         name TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        revoked_at REAL
+        created_at {real} NOT NULL,
+        revoked_at {real}
     );
     CREATE INDEX api_keys_account ON api_keys(account_id);
     CREATE TABLE callbacks (
@@ -29,17 +35,17 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         account_id TEXT NOT NULL REFERENCES accounts(id),
         name TEXT NOT NULL,
         url TEXT NOT NULL,
-        max_batch_size INTEGER NOT NULL,
-        secrets BLOB NOT NULL,
-        verified INTEGER NOT NULL,
-        enabled INTEGER NOT NULL DEFAULT 1,
+        max_batch_size {int} NOT NULL,
+        secrets {blob} NOT NULL,
+        verified {int} NOT NULL,
+        enabled {int} NOT NULL DEFAULT 1,
         disabled_reason TEXT,
-        ens_signature INTEGER NOT NULL DEFAULT 0,
-        delivery_options TEXT NOT NULL DEFAULT '{}',
-        failing_since REAL,
+        ens_signature {int} NOT NULL DEFAULT 0,
+        delivery_options {json} NOT NULL DEFAULT {empty_json},
+        failing_since {real},
         verification_hash TEXT,
-        verification_expires_at REAL,
-        created_at REAL NOT NULL
+        verification_expires_at {real},
+        created_at {real} NOT NULL
     );
     CREATE INDEX callbacks_account ON callbacks(account_id);
     CREATE TABLE subscriptions (
@@ -47,13 +53,13 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         account_id TEXT NOT NULL REFERENCES accounts(id),
         name TEXT NOT NULL,
         callback_id TEXT NOT NULL REFERENCES callbacks(id),
-        event_types TEXT NOT NULL,
-        filters TEXT NOT NULL,
+        event_types {json} NOT NULL,
+        filters {json} NOT NULL,
         status TEXT NOT NULL,
         status_reason TEXT,
         ordering TEXT NOT NULL,
         on_pause TEXT NOT NULL DEFAULT 'drop',
-        created_at REAL NOT NULL,
+        created_at {real} NOT NULL,
         UNIQUE (account_id, name)
     );
     CREATE INDEX subscriptions_callback ON subscriptions(callback_id);
@@ -62,45 +68,45 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
         account_id TEXT NOT NULL,
         type TEXT NOT NULL,
         mid TEXT NOT NULL,
-        timestamp_ms INTEGER NOT NULL,
+        timestamp_ms {int} NOT NULL,
         subscriber_key TEXT,
         message_key TEXT,
-        body BLOB NOT NULL,
+        body {blob} NOT NULL,
         topic TEXT NOT NULL,
-        partition INTEGER NOT NULL,
-        offset INTEGER NOT NULL,
-        received_at REAL NOT NULL
+        partition {int} NOT NULL,
+        "offset" {int} NOT NULL,
+        received_at {real} NOT NULL
     );
     CREATE INDEX events_message_key ON events(account_id, message_key, timestamp_ms);
     CREATE INDEX events_subscriber_key ON events(account_id, subscriber_key, timestamp_ms);
     CREATE INDEX events_account_time ON events(account_id, timestamp_ms);
     CREATE INDEX events_received ON events(received_at);
     CREATE TABLE jobs (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id {serial},
         event_id TEXT NOT NULL,
         callback_id TEXT NOT NULL,
         ordering_key TEXT,
-        partition INTEGER NOT NULL,
+        partition {int} NOT NULL,
         state TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL,
+        attempts {int} NOT NULL DEFAULT 0,
+        next_attempt_at {real} NOT NULL,
         batch_id TEXT,
         held_by TEXT,
-        created_at REAL NOT NULL,
-        finished_at REAL,
+        created_at {real} NOT NULL,
+        finished_at {real},
         UNIQUE (event_id, callback_id)
     );
     CREATE INDEX jobs_held ON jobs(held_by) WHERE state = 'held';
     CREATE INDEX jobs_pending ON jobs(callback_id, id) WHERE state = 'pending';
     CREATE INDEX jobs_batch ON jobs(batch_id);
     CREATE TABLE attempts (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id {serial},
         batch_id TEXT NOT NULL,
         callback_id TEXT NOT NULL,
-        job_count INTEGER NOT NULL,
-        at REAL NOT NULL,
-        status INTEGER,
-        latency_ms REAL NOT NULL,
+        job_count {int} NOT NULL,
+        at {real} NOT NULL,
+        status {int},
+        latency_ms {real} NOT NULL,
         error TEXT,
         response_excerpt TEXT,
         outcome TEXT NOT NULL
@@ -109,24 +115,24 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX attempts_callback ON attempts(callback_id, id);
     CREATE INDEX attempts_at ON attempts(at);
     CREATE TABLE deadletters (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        job_id INTEGER NOT NULL UNIQUE REFERENCES jobs(id),
+        id {serial},
+        job_id {int} NOT NULL UNIQUE REFERENCES jobs(id),
         batch_id TEXT NOT NULL,
         callback_id TEXT NOT NULL,
         reason TEXT NOT NULL,
-        created_at REAL NOT NULL
+        created_at {real} NOT NULL
     );
     CREATE INDEX deadletters_callback ON deadletters(callback_id, id);
     CREATE TABLE quarantine (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id {serial},
         topic TEXT NOT NULL,
-        partition INTEGER NOT NULL,
-        offset INTEGER NOT NULL,
+        partition {int} NOT NULL,
+        "offset" {int} NOT NULL,
         reason TEXT NOT NULL,
         detail TEXT NOT NULL,
-        raw BLOB,
-        key BLOB,
-        at REAL NOT NULL
+        raw {blob},
+        key {blob},
+        at {real} NOT NULL
     )
     """,
     # 2: jobs know their source topic (partition ownership across instances); a requeue counter
@@ -141,157 +147,60 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     DELETE FROM quarantine WHERE id NOT IN
         (SELECT MIN(id) FROM quarantine GROUP BY topic, partition, "offset");
     CREATE UNIQUE INDEX quarantine_record ON quarantine(topic, partition, "offset");
-    ALTER TABLE quarantine ADD COLUMN published_at REAL;
+    ALTER TABLE quarantine ADD COLUMN published_at {real};
     UPDATE quarantine SET published_at = at;
     CREATE INDEX quarantine_unpublished ON quarantine(id) WHERE published_at IS NULL
     """,
     # 4: callbacks carry a version: PATCH writes only the fields it names, under If-Match
     """
-    ALTER TABLE callbacks ADD COLUMN version INTEGER NOT NULL DEFAULT 1
+    ALTER TABLE callbacks ADD COLUMN version {int} NOT NULL DEFAULT 1
     """,
-)
-
-# PostgreSQL starts at the schema SQLite reaches after migration 2 (JSON columns are BYTEA: the
-# store writes orjson bytes).
-POSTGRES_MIGRATIONS: tuple[str, ...] = (
-    # 1: registry, events, jobs (with source topic), attempts, dead letters, quarantine
-    r"""
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
-    INSERT INTO meta (key, value) VALUES ('registry_version', 0), ('requeue_version', 0);
-
-    CREATE TABLE accounts (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        mid TEXT NOT NULL UNIQUE,
-        created_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE TABLE api_keys (
-        id TEXT PRIMARY KEY,
-        key_hash TEXT NOT NULL UNIQUE,
-        account_id TEXT NOT NULL REFERENCES accounts(id),
-        prefix TEXT NOT NULL,
-        name TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        revoked_at DOUBLE PRECISION
-    );
-    CREATE INDEX api_keys_account ON api_keys(account_id);
-    CREATE TABLE callbacks (
-        id TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL REFERENCES accounts(id),
-        name TEXT NOT NULL,
-        url TEXT NOT NULL,
-        max_batch_size BIGINT NOT NULL,
-        secrets BYTEA NOT NULL,
-        verified BIGINT NOT NULL,
-        enabled BIGINT NOT NULL DEFAULT 1,
-        disabled_reason TEXT,
-        ens_signature BIGINT NOT NULL DEFAULT 0,
-        delivery_options BYTEA NOT NULL DEFAULT '\x7b7d',
-        failing_since DOUBLE PRECISION,
-        verification_hash TEXT,
-        verification_expires_at DOUBLE PRECISION,
-        created_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX callbacks_account ON callbacks(account_id);
-    CREATE TABLE subscriptions (
-        id TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL REFERENCES accounts(id),
-        name TEXT NOT NULL,
-        callback_id TEXT NOT NULL REFERENCES callbacks(id),
-        event_types BYTEA NOT NULL,
-        filters BYTEA NOT NULL,
-        status TEXT NOT NULL,
-        status_reason TEXT,
-        ordering TEXT NOT NULL,
-        on_pause TEXT NOT NULL DEFAULT 'drop',
-        created_at DOUBLE PRECISION NOT NULL,
-        UNIQUE (account_id, name)
-    );
-    CREATE INDEX subscriptions_callback ON subscriptions(callback_id);
-    CREATE TABLE events (
+    # 5: durable operations (bulk replay, handshakes, delayed sweeps): visible to every instance,
+    #    claimed under a lease, resumed after a crash; params are sealed (they may hold a key)
+    """
+    CREATE TABLE operations (
         id TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
-        type TEXT NOT NULL,
-        mid TEXT NOT NULL,
-        timestamp_ms BIGINT NOT NULL,
-        subscriber_key TEXT,
-        message_key TEXT,
-        body BYTEA NOT NULL,
-        topic TEXT NOT NULL,
-        partition BIGINT NOT NULL,
-        "offset" BIGINT NOT NULL,
-        received_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX events_message_key ON events(account_id, message_key, timestamp_ms);
-    CREATE INDEX events_subscriber_key ON events(account_id, subscriber_key, timestamp_ms);
-    CREATE INDEX events_account_time ON events(account_id, timestamp_ms);
-    CREATE INDEX events_received ON events(received_at);
-    CREATE TABLE jobs (
-        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-        event_id TEXT NOT NULL,
-        callback_id TEXT NOT NULL,
-        ordering_key TEXT,
-        topic TEXT NOT NULL,
-        partition BIGINT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending',
-        attempts BIGINT NOT NULL DEFAULT 0,
-        next_attempt_at DOUBLE PRECISION NOT NULL,
-        batch_id TEXT,
-        held_by TEXT,
-        created_at DOUBLE PRECISION NOT NULL,
-        finished_at DOUBLE PRECISION,
-        UNIQUE (event_id, callback_id)
-    );
-    CREATE INDEX jobs_held ON jobs(held_by) WHERE state = 'held';
-    CREATE INDEX jobs_pending ON jobs(callback_id, id) WHERE state = 'pending';
-    CREATE INDEX jobs_batch ON jobs(batch_id);
-    CREATE TABLE attempts (
-        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-        batch_id TEXT NOT NULL,
-        callback_id TEXT NOT NULL,
-        job_count BIGINT NOT NULL,
-        at DOUBLE PRECISION NOT NULL,
-        status BIGINT,
-        latency_ms DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        params {blob} NOT NULL,
+        state TEXT NOT NULL,
+        done_count {int} NOT NULL DEFAULT 0,
+        total {int},
         error TEXT,
-        response_excerpt TEXT,
-        outcome TEXT NOT NULL
+        not_before {real} NOT NULL,
+        lease_owner TEXT,
+        lease_until {real} NOT NULL DEFAULT 0,
+        created_at {real} NOT NULL,
+        updated_at {real} NOT NULL,
+        finished_at {real}
     );
-    CREATE INDEX attempts_batch ON attempts(batch_id);
-    CREATE INDEX attempts_callback ON attempts(callback_id, id);
-    CREATE INDEX attempts_at ON attempts(at);
-    CREATE TABLE deadletters (
-        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-        job_id BIGINT NOT NULL UNIQUE REFERENCES jobs(id),
-        batch_id TEXT NOT NULL,
-        callback_id TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX deadletters_callback ON deadletters(callback_id, id);
-    CREATE TABLE quarantine (
-        id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-        topic TEXT NOT NULL,
-        partition BIGINT NOT NULL,
-        "offset" BIGINT NOT NULL,
-        reason TEXT NOT NULL,
-        detail TEXT NOT NULL,
-        raw BYTEA,
-        key BYTEA,
-        at DOUBLE PRECISION NOT NULL
-    )
-    """,
-    # 2: see SQLite migration 3
-    """
-    DELETE FROM quarantine WHERE id NOT IN
-        (SELECT MIN(id) FROM quarantine GROUP BY topic, partition, "offset");
-    CREATE UNIQUE INDEX quarantine_record ON quarantine(topic, partition, "offset");
-    ALTER TABLE quarantine ADD COLUMN published_at DOUBLE PRECISION;
-    UPDATE quarantine SET published_at = at;
-    CREATE INDEX quarantine_unpublished ON quarantine(id) WHERE published_at IS NULL
-    """,
-    # 3: see SQLite migration 4
-    """
-    ALTER TABLE callbacks ADD COLUMN version BIGINT NOT NULL DEFAULT 1
+    CREATE INDEX operations_due ON operations(not_before) WHERE state IN ('queued', 'running');
+    CREATE INDEX operations_account ON operations(account_id, created_at)
     """,
 )
+
+
+_TYPES = {
+    "sqlite": {"int": "INTEGER", "real": "REAL", "blob": "BLOB",
+               "serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "empty_json": "'{}'", "json": "TEXT"},
+    # JSON columns are BYTEA in PostgreSQL: the store writes orjson bytes.
+    "postgres": {"int": "BIGINT", "real": "DOUBLE PRECISION", "blob": "BYTEA",
+                 "serial": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", "empty_json": r"'\x7b7d'",
+                 "json": "BYTEA"},
+}
+# Which steps make up each version, per dialect (1-based step numbers).
+_VERSIONS = {
+    "sqlite": ((1,), (2,), (3,), (4,), (5,)),
+    "postgres": ((1, 2), (3,), (4,), (5,)),
+}
+
+
+def render(dialect: str) -> tuple[str, ...]:
+    """The dialect's migrations, one script per version, statements separated by ``;``."""
+    types = _TYPES[dialect]
+    return tuple(";\n".join(STEPS[n - 1].format(**types).strip() for n in steps)
+                 for steps in _VERSIONS[dialect])
+
+
+SQLITE_MIGRATIONS = render("sqlite")
+POSTGRES_MIGRATIONS = render("postgres")

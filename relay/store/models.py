@@ -170,3 +170,30 @@ class DeliveryResult:
     next_attempt_at: float = 0.0
     reason: str | None = None
     jobs: tuple[Job, ...] = field(default=())
+
+
+OperationState = Literal["queued", "running", "done", "failed", "cancelled"]
+FINISHED_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """Background work that must survive a restart and be visible to every instance (a bulk replay,
+    an ownership handshake, a delayed sweep). One instance runs it at a time, under a lease."""
+
+    id: str
+    account_id: str
+    kind: str
+    params: dict[str, Any]
+    state: OperationState
+    created_at: float
+    updated_at: float
+    not_before: float = 0.0
+    done: int = 0
+    total: int | None = None
+    error: str | None = None
+    finished_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES

@@ -32,6 +32,7 @@ from relay.store.models import (
     SigningSecret,
     Subscription,
 )
+from relay.store.sql_durable import SqlDurableOperations
 from relay.store.sql_ops import SqlOperations, bump_counter
 
 T = TypeVar("T")
@@ -62,7 +63,7 @@ class Connection(Protocol):
 IntegrityError = sqlite3.IntegrityError
 
 
-class SqlStore(SqlOperations):
+class SqlStore(SqlOperations, SqlDurableOperations):
     # What the driver raises when the data is refused, and when the store is out of reach:
     # told apart by exception class, never by message (see RecordRejected, StoreUnavailable).
     REJECTED_ERRORS: tuple[type[BaseException], ...] = ()

@@ -61,6 +61,12 @@ class SqlOperations:
         ).fetchall())
         return [dict(zip(_DEADLETTER_KEYS, row, strict=True)) for row in rows]
 
+    async def count_deadletters_matching(self, account_id: str, filters: dict[str, Any]) -> int:
+        where, params = _deadletter_filter(account_id, filters)
+        row = await self._read(lambda c: c.execute(
+            f"SELECT COUNT(*){_DEADLETTER_FROM} WHERE {where}", params).fetchone())
+        return int(row[0])
+
     async def get_deadletter(self, account_id: str, deadletter_id: int) -> dict[str, Any]:
         def run(c: Any) -> dict[str, Any]:
             row = c.execute(f"{_DEADLETTER_SELECT} WHERE c.account_id = ? AND d.id = ?",

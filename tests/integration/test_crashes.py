@@ -14,6 +14,7 @@ import pytest
 from relay.samples import sample_event
 from tests.helpers.harness import ADMIN_KEY, ApiClient, RelayHarness, create_tenant, settings_for, settings_values
 from tests.helpers.kafka import KafkaBroker, produce
+from tests.helpers.polling import eventually
 from tests.helpers.process import RelayProcess
 from tests.helpers.receiver import RecordingReceiver
 
@@ -86,6 +87,51 @@ async def test_kill_9_mid_stream_loses_nothing(kafka: KafkaBroker, tmp_path: Pat
         assert len(ids) == 1500
         assert all(len(hooks) == 1 for hooks in ids.values()), "a duplicate came with a new webhook-id"
         assert_per_key_order(receiver)
+    finally:
+        relay.ensure_stopped()
+        await receiver.stop()
+
+
+async def test_a_bulk_replay_resumes_after_kill_9(kafka: KafkaBroker, tmp_path: Path) -> None:
+    """The replay lives in the store: after the instance running it dies, the next one picks it up
+    once the lease lapses and finishes it."""
+    values = settings_values(kafka.bootstrap, tmp_path / "data", retry_schedule="0,50ms", retry_max_age="500ms",
+                             circuit_failure_threshold=1000, operation_lease="2s")
+    relay = RelayProcess(values, tmp_path / "relay.log")
+    receiver = await RecordingReceiver(responder=lambda r: 500).start()
+    try:
+        await relay.start()
+        mid, key, _ = await register(relay.base, receiver, 1)
+        api = ApiClient(relay.base, key)
+        await produce(kafka.bootstrap, values["topics"][0],
+                      [orjson.dumps(e) for e in events_for(mid, 20, keys=20)])
+
+        async def dead() -> Any:
+            _, page = await api.call("GET", "/v1/deadletters?limit=100")
+            return len(page["data"]) == 20
+
+        await eventually(dead, timeout=60, what="20 dead letters")
+        receiver.responder = None
+        _, started = await api.call("POST", "/v1/deadletters/replay", {"all": True, "ratePerSecond": 2}, expect=202)
+
+        async def under_way() -> Any:
+            _, op = await api.call("GET", f"/v1/operations/{started['id']}")
+            return op["progress"]["done"] >= 2
+
+        await eventually(under_way, what="the replay making progress")
+        relay.kill()
+        await relay.start()
+
+        async def finished() -> Any:
+            _, op = await api.call("GET", f"/v1/deadletters/replay/{started['id']}")
+            return op if op["done"] else None
+
+        op = await eventually(finished, timeout=60, what="the replay finishing after the restart")
+        assert op["state"] == "done" and op["error"] is None
+        await receiver.wait_for(lambda: len({e["eventId"] for e in receiver.delivered_events()}) == 20, timeout=30)
+        _, left = await api.call("GET", "/v1/deadletters")
+        assert left["data"] == []
+        await api.close()
     finally:
         relay.ensure_stopped()
         await receiver.stop()

@@ -97,6 +97,65 @@ async def test_dead_letters_can_be_listed_inspected_replayed_and_purged(kafka: K
         await receiver.stop()
 
 
+async def dead_letters(tenant: Tenant, count: int) -> list[dict[str, Any]]:
+    async def all_dead() -> Any:
+        _, page = await tenant.api.call("GET", "/v1/deadletters?limit=200")
+        return page["data"] if len(page["data"]) >= count else None
+
+    return list(await eventually(all_dead, timeout=60, what=f"{count} dead letters"))
+
+
+async def test_a_bulk_replay_is_a_durable_operation_that_can_be_cancelled(kafka: KafkaBroker,
+                                                                          tmp_path: Path) -> None:
+    receiver = await RecordingReceiver(responder=lambda r: 500).start()
+    harness = await dead_harness(kafka, tmp_path)
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(receiver, maxBatchSize=1)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        await send(harness, tenant, [sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"k{i}")
+                                     for i in range(30)])
+        await dead_letters(tenant, 30)
+        receiver.responder = None
+
+        _, started = await tenant.api.call("POST", "/v1/deadletters/replay", {"all": True, "ratePerSecond": 1},
+                                           expect=202)
+        assert started["state"] == "queued" and started["kind"] == "redrive"
+
+        async def under_way() -> Any:
+            _, op = await tenant.api.call("GET", f"/v1/operations/{started['id']}", expect=200)
+            return op if op["progress"]["done"] >= 1 else None
+
+        running = await eventually(under_way, what="the replay making progress")
+        assert running["state"] == "running" and running["progress"]["total"] == 30
+        _, listed = await tenant.api.call("GET", "/v1/operations?kind=redrive", expect=200)
+        assert [op["id"] for op in listed["data"]] == [started["id"]]
+
+        _, cancelled = await tenant.api.call("POST", f"/v1/operations/{started['id']}/cancel", expect=200)
+        assert cancelled["state"] == "cancelled" and cancelled["progress"]["done"] < 30
+        status, err = await tenant.api.call("POST", f"/v1/operations/{started['id']}/cancel")
+        assert status == 409, err
+
+        # The rest, at full speed: when it is done, the cancelled one has long had its next step.
+        _, rest = await tenant.api.call("POST", "/v1/deadletters/replay", {"all": True, "ratePerSecond": 1000},
+                                        expect=202)
+
+        async def finished() -> Any:
+            _, progress = await tenant.api.call("GET", f"/v1/deadletters/replay/{rest['id']}")
+            return progress if progress["done"] else None
+
+        assert (await eventually(finished))["state"] == "done"
+        await receiver.wait_for(lambda: len({e["eventId"] for e in receiver.delivered_events()}) == 30, timeout=30)
+        _, after = await tenant.api.call("GET", f"/v1/deadletters/replay/{started['id']}", expect=200)
+        assert after["state"] == "cancelled" and after["done"] is True
+        assert after["replayed"] == cancelled["progress"]["done"], "a cancelled replay went on counting"
+        _, left = await tenant.api.call("GET", "/v1/deadletters", expect=200)
+        assert left["data"] == []
+    finally:
+        await harness.close()
+        await receiver.stop()
+
+
 async def test_health_attempt_log_and_the_dead_letter_alert(kafka: KafkaBroker, tmp_path: Path) -> None:
     receiver = await RecordingReceiver(responder=lambda r: 503).start()
     harness = await dead_harness(kafka, tmp_path, deadletter_alert_threshold=2)

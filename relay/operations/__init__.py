@@ -1,0 +1,7 @@
+"""Durable operations: background work kept in the store, so it survives a restart, shows on every
+instance, and can be cancelled from any of them (bulk replay, ownership handshakes, delayed sweeps)."""
+
+from relay.operations.kinds import Handshake, Redrive, ReleaseHeld
+from relay.operations.runner import OperationKind, OperationRunner, Step
+
+__all__ = ["Handshake", "OperationKind", "OperationRunner", "Redrive", "ReleaseHeld", "Step"]

@@ -1,0 +1,98 @@
+"""What each kind of durable operation does, one bounded step at a time (see ``runner.py``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+import structlog
+
+from relay.delivery.http import DeliveryClient
+from relay.operations.runner import Step
+from relay.signing import SigningKeys, delivery_headers
+from relay.store.base import NotFound, Store
+from relay.store.models import Operation
+
+log = structlog.get_logger("relay.operations")
+
+Requeue = Callable[[str], None]
+HANDSHAKE_TIMEOUT = 30.0
+
+
+class Redrive:
+    """Replays the dead letters matching ``filters`` at ``rate`` per second, oldest first. Each
+    step replays one chunk in one transaction; replayed letters leave the table, so a repeated step
+    after a crash cannot replay a letter twice."""
+
+    name = "redrive"
+
+    def __init__(self, store: Store, requeue: Requeue, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._requeue = requeue
+        self._clock = clock
+
+    @staticmethod
+    def params(filters: dict[str, object], rate: float) -> dict[str, object]:
+        return {"filters": filters, "rate": rate}
+
+    async def step(self, op: Operation) -> Step:
+        filters = dict(op.params["filters"])
+        rate = float(op.params["rate"])
+        total = op.total
+        if total is None:
+            total = await self._store.count_deadletters_matching(op.account_id, filters)
+        rows = await self._store.list_deadletters_page(op.account_id, filters, 0, max(1, min(500, int(rate))))
+        if not rows:
+            return Step(total=total, finished=True)
+        for callback_id in await self._store.replay_deadletters(op.account_id, [r["id"] for r in rows],
+                                                                 self._clock()):
+            self._requeue(callback_id)
+        return Step(done=len(rows), total=max(total, op.done + len(rows)), pause=len(rows) / rate)
+
+
+class Handshake:
+    """POSTs ``{callbackId, verificationKey}`` to a new or changed callback URL. The key is in the
+    operation's sealed params; a callback verified (or deleted) meanwhile needs no POST."""
+
+    name = "handshake"
+
+    def __init__(self, store: Store, client: DeliveryClient, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._client = client
+        self._clock = clock
+
+    async def step(self, op: Operation) -> Step:
+        try:
+            callback = await self._store.get_callback(str(op.params["callbackId"]), op.account_id)
+        except NotFound:
+            return Step(finished=True)
+        if callback.verified:
+            return Step(finished=True)
+        payload = orjson.dumps({"callbackId": callback.id, "verificationKey": op.params["verificationKey"]})
+        now = self._clock()
+        headers = delivery_headers(
+            SigningKeys.from_secrets(s.secret for s in callback.active_secrets(now)),
+            f"verify_{callback.id}", int(now), payload, ens=callback.ens_signature,
+        )
+        outcome = await self._client.post(callback.url, payload, headers, HANDSHAKE_TIMEOUT)
+        log.info("verification_sent", callback_id=callback.id, operation_id=op.id, status=outcome.status,
+                 error=outcome.error)
+        return Step(done=1, total=1, finished=True)
+
+
+class ReleaseHeld:
+    """Releases, in order, the events a paused subscription held. Run once more a little after a
+    resume: an instance whose routing had not reloaded yet may have held a few more meanwhile."""
+
+    name = "release-held"
+
+    def __init__(self, store: Store, requeue: Requeue) -> None:
+        self._store = store
+        self._requeue = requeue
+
+    async def step(self, op: Operation) -> Step:
+        callbacks = await self._store.release_held(str(op.params["subscriptionId"]))
+        for callback_id in callbacks:
+            self._requeue(callback_id)
+        return Step(done=1, total=1, finished=True)
