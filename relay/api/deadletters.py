@@ -9,17 +9,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from relay.api import body
 from relay.api.auth import require_account
 from relay.api.context import ApiContext, context, operations, registry_changed
+from relay.api.deliveries import attempt_json
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.api.inputs import database_id
 from relay.api.operations import operation_json
 from relay.api.paging import page_params, paged
 from relay.operations import Redrive
 from relay.store.models import Operation
+from relay.store.views import DeadLetter
 
 routes = web.RouteTableDef()
 FILTER_FIELDS = ("callbackId", "eventType", "reason", "since", "until")
@@ -64,13 +67,21 @@ async def list_deadletters(request: web.Request) -> web.Response:
     after, limit = page_params(request)
     rows = await context(request).store.list_deadletters_page(
         account.id, _filters(dict(request.query)), after, limit)
-    return json_response(paged(rows, limit))
+    return json_response(paged([deadletter_json(d) for d in rows], limit))
 
 
 @routes.get("/v1/deadletters/{id:[0-9]+}")
 async def get_deadletter(request: web.Request) -> web.Response:
     account = require_account(request)
-    return json_response(await context(request).store.get_deadletter(account.id, _id(request)))
+    detail = await context(request).store.get_deadletter(account.id, _id(request))
+    return json_response({**deadletter_json(detail.letter), "event": orjson.loads(detail.event_body),
+                          "attempts": [attempt_json(a) for a in detail.attempts]})
+
+
+def deadletter_json(d: DeadLetter) -> dict[str, Any]:
+    return {"id": d.id, "jobId": d.job_id, "webhookId": d.batch_id, "callbackId": d.callback_id, "reason": d.reason,
+            "createdAt": d.created_at, "eventId": d.event_id, "attemptCount": d.attempts,
+            "eventType": d.event_type, "subscriberKey": d.subscriber_key, "messageKey": d.message_key}
 
 
 @routes.post("/v1/deadletters/{id:[0-9]+}/replay")
@@ -79,8 +90,8 @@ async def replay_one(request: web.Request) -> web.Response:
     ctx = context(request)
     letter_id = _id(request)
     data = await body.read_object(request, {"enableCallback"})
-    letter = await ctx.store.get_deadletter(account.id, letter_id)
-    await _callback_can_receive(ctx, account.id, letter["callbackId"],
+    detail = await ctx.store.get_deadletter(account.id, letter_id)
+    await _callback_can_receive(ctx, account.id, detail.letter.callback_id,
                                 body.boolean(data, "enableCallback", default=False))
     if not await _replay(ctx, account.id, [letter_id]):
         raise ApiError(404, "not_found", f"dead letter {letter_id} not found")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from relay.api.auth import require_account
 from relay.api.context import context
 from relay.api.errors import bad_request, json_response
 from relay.api.paging import page_params, paged
+from relay.store.views import AttemptRow
 
 routes = web.RouteTableDef()
 OUTCOMES = ("delivered", "retry", "dead")
@@ -25,7 +28,7 @@ async def list_attempts(request: web.Request) -> web.Response:
         raise bad_request("outcome must be delivered, retry or dead", field="outcome")
     after, limit = page_params(request)
     rows = await ctx.store.list_attempts(callback.id, outcome, after, limit)
-    return json_response(paged(rows, limit))
+    return json_response(paged([attempt_json(a) for a in rows], limit))
 
 
 @routes.get("/v1/callbacks/{id}/health")
@@ -37,10 +40,25 @@ async def health(request: web.Request) -> web.Response:
     now = ctx.clock()
     stats = await ctx.store.callback_health(callback.id, now - HEALTH_WINDOW)
     circuit = ctx.circuit_state(callback.id) if ctx.circuit_state else None
-    oldest = stats.pop("oldestPendingCreatedAt")
+    oldest = stats.oldest_pending_created_at
+    failure = stats.last_failure
     return json_response({
         "callbackId": callback.id, "enabled": callback.enabled, "disabledReason": callback.disabled_reason,
         "verified": callback.verified, "circuit": circuit or "closed", "windowSeconds": HEALTH_WINDOW,
         "oldestPendingAgeSeconds": None if oldest is None else max(0.0, now - oldest),
-        "failingSince": callback.failing_since, **stats,
+        "failingSince": callback.failing_since,
+        "attempts": stats.attempts,
+        "successRate": stats.delivered / stats.attempts if stats.attempts else None,
+        "averageLatencyMs": stats.average_latency_ms,
+        "pending": stats.pending,
+        "deadLetters": stats.dead_letters,
+        "lastError": None if failure is None else {
+            "at": failure.at, "status": failure.status, "error": failure.error,
+            "responseExcerpt": failure.response_excerpt},
     })
+
+
+def attempt_json(a: AttemptRow) -> dict[str, Any]:
+    return {"id": a.id, "webhookId": a.batch_id, "callbackId": a.callback_id, "events": a.job_count, "at": a.at,
+            "status": a.status, "latencyMs": a.latency_ms, "error": a.error,
+            "responseExcerpt": a.response_excerpt, "outcome": a.outcome}

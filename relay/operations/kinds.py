@@ -45,7 +45,7 @@ class Redrive:
         rows = await self._store.list_deadletters_page(op.account_id, filters, 0, max(1, min(500, int(rate))))
         if not rows:
             return Step(total=total, finished=True)
-        for callback_id in await self._store.replay_deadletters(op.account_id, [r["id"] for r in rows],
+        for callback_id in await self._store.replay_deadletters(op.account_id, [r.id for r in rows],
                                                                  self._clock()):
             self._requeue(callback_id)
         return Step(done=len(rows), total=max(total, op.done + len(rows)), pause=len(rows) / rate)

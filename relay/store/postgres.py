@@ -24,7 +24,7 @@ from psycopg import errors
 
 from relay.crypto import SecretBox
 from relay.store.migrations import POSTGRES_MIGRATIONS
-from relay.store.sql import Connection, Cursor, IntegrityError, SqlStore
+from relay.store.sql import Connection, Cursor, SqlStore
 
 T = TypeVar("T")
 _RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
@@ -45,27 +45,20 @@ class _Adapter:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        try:
-            return self._conn.execute(_dialect(sql), params)
-        except errors.IntegrityError as exc:
-            raise IntegrityError(str(exc)) from exc
+        return self._conn.execute(_dialect(sql), params)
 
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         rows = list(params)
         if not rows:
             return
-        try:
-            with self._conn.cursor() as cursor:
-                cursor.executemany(_dialect(sql), rows)
-        except errors.IntegrityError as exc:
-            raise IntegrityError(str(exc)) from exc
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_dialect(sql), rows)
 
 
 class PostgresStore(SqlStore):
-    # DataError: NUL in text, a number out of range, a bad encoding (class 22); constraint
-    # violations arrive translated (see _Adapter).
-    REJECTED_ERRORS = (psycopg.DataError, psycopg.IntegrityError, IntegrityError, UnicodeEncodeError,
-                       OverflowError)
+    # DataError: NUL in text, a number out of range, a bad encoding (class 22).
+    REJECTED_ERRORS = (psycopg.DataError, psycopg.IntegrityError, UnicodeEncodeError, OverflowError)
+    CONSTRAINT_ERRORS = (psycopg.IntegrityError,)
     # Connection lost or refused, server shutting down or starting, disk full, lock timeout.
     UNAVAILABLE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 

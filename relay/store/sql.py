@@ -10,7 +10,6 @@ statement. Subclasses provide the connections and the transaction discipline (``
 from __future__ import annotations
 
 import hmac
-import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol, TypeVar, cast
@@ -32,6 +31,7 @@ from relay.store.models import (
     SigningSecret,
     Subscription,
 )
+from relay.store.rows import Columns
 from relay.store.sql_durable import SqlDurableOperations
 from relay.store.sql_ops import SqlOperations, bump_counter
 
@@ -59,15 +59,14 @@ class Connection(Protocol):
     def executemany(self, sql: str, params: Sequence[Sequence[Any]], /) -> Any: ...
 
 
-# Constraint violations from either driver arrive as this type (the PostgreSQL adapter translates).
-IntegrityError = sqlite3.IntegrityError
-
-
 class SqlStore(SqlOperations, SqlDurableOperations):
     # What the driver raises when the data is refused, and when the store is out of reach:
     # told apart by exception class, never by message (see RecordRejected, StoreUnavailable).
     REJECTED_ERRORS: tuple[type[BaseException], ...] = ()
     UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = ()
+    # A uniqueness or reference rule refused a write: the shared SQL turns it into ``Conflict``,
+    # the one type callers see, whichever driver raised it.
+    CONSTRAINT_ERRORS: tuple[type[BaseException], ...] = ()
 
     def __init__(self, box: SecretBox) -> None:
         self._box = box
@@ -97,7 +96,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                     "INSERT INTO accounts (id, name, mid, created_at) VALUES (?, ?, ?, ?)",
                     (account.id, account.name, account.mid, account.created_at),
                 )
-            except IntegrityError:
+            except self.CONSTRAINT_ERRORS:
                 raise Conflict(f"an account with mid {account.mid} already exists") from None
             _insert_key(c, key)
             _bump_version(c)
@@ -109,10 +108,10 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
     async def list_api_keys(self, account_id: str) -> list[ApiKey]:
         rows = await self._read(lambda c: c.execute(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE account_id = ? ORDER BY created_at",
+            f"SELECT {_API_KEY.sql} FROM api_keys WHERE account_id = ? ORDER BY created_at",
             (account_id,),
         ).fetchall())
-        return [ApiKey(*row) for row in rows]
+        return _API_KEY.build_all(rows)
 
     async def revoke_api_key(self, account_id: str, key_id: str, now: float) -> None:
         def run(c: Connection) -> None:
@@ -129,31 +128,31 @@ class SqlStore(SqlOperations, SqlDurableOperations):
     async def account_for_key(self, api_key_hash: str) -> Account | None:
         row = await self._read(
             lambda c: c.execute(
-                "SELECT a.id, a.name, a.mid, a.created_at FROM api_keys k "
+                f"SELECT {_ACCOUNT_OF_KEY.sql} FROM api_keys k "
                 "JOIN accounts a ON a.id = k.account_id "
                 "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
                 (api_key_hash,),
             ).fetchone()
         )
-        return Account(*row) if row else None
+        return _ACCOUNT_OF_KEY.build(row) if row else None
 
     async def get_account(self, account_id: str) -> Account:
         row = await self._read(
             lambda c: c.execute(
-                "SELECT id, name, mid, created_at FROM accounts WHERE id = ?", (account_id,)
+                f"SELECT {_ACCOUNT.sql} FROM accounts WHERE id = ?", (account_id,)
             ).fetchone()
         )
         if row is None:
             raise NotFound(f"account {account_id} not found")
-        return Account(*row)
+        return _ACCOUNT.build(row)
 
     async def list_accounts(self) -> list[Account]:
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT id, name, mid, created_at FROM accounts ORDER BY created_at"
+                f"SELECT {_ACCOUNT.sql} FROM accounts ORDER BY created_at"
             ).fetchall()
         )
-        return [Account(*row) for row in rows]
+        return _ACCOUNT.build_all(rows)
 
     def _seal_secrets(self, callback_id: str, secrets: Sequence[SigningSecret]) -> bytes:
         plain = orjson.dumps(
@@ -185,22 +184,19 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
         await self._write(run)
 
-    _CALLBACK_COLUMNS = (
-        "id, account_id, name, url, max_batch_size, secrets, verified, enabled, "
-        "disabled_reason, ens_signature, created_at, delivery_options, failing_since, version"
-    )
-
     def _callback(self, row: Any) -> Callback:
+        r = dict(zip(_CALLBACK_FIELDS, row, strict=True))
         return Callback(
-            id=row[0], account_id=row[1], name=row[2], url=row[3], max_batch_size=row[4],
-            secrets=self._open_secrets(row[0], row[5]), verified=bool(row[6]),
-            enabled=bool(row[7]), disabled_reason=row[8], ens_signature=bool(row[9]),
-            created_at=row[10], options=DeliveryOptions.from_json(orjson.loads(row[11])),
-            failing_since=row[12], version=row[13],
+            id=r["id"], account_id=r["account_id"], name=r["name"], url=r["url"],
+            max_batch_size=r["max_batch_size"], secrets=self._open_secrets(r["id"], r["secrets"]),
+            verified=bool(r["verified"]), enabled=bool(r["enabled"]), disabled_reason=r["disabled_reason"],
+            ens_signature=bool(r["ens_signature"]), created_at=r["created_at"],
+            options=DeliveryOptions.from_json(orjson.loads(r["delivery_options"])),
+            failing_since=r["failing_since"], version=r["version"],
         )
 
     async def get_callback(self, callback_id: str, account_id: str | None = None) -> Callback:
-        sql = f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks WHERE id = ?"
+        sql = f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE id = ?"
         params: tuple[Any, ...] = (callback_id,)
         if account_id is not None:
             sql += " AND account_id = ?"
@@ -211,7 +207,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         return self._callback(row)
 
     async def list_callbacks(self, account_id: str | None = None) -> list[Callback]:
-        sql = f"SELECT {self._CALLBACK_COLUMNS} FROM callbacks"
+        sql = f"SELECT {_CALLBACK_COLUMNS} FROM callbacks"
         params: tuple[Any, ...] = ()
         if account_id is not None:
             sql += " WHERE account_id = ?"
@@ -347,7 +343,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                         s.on_pause, s.created_at,
                     ),
                 )
-            except IntegrityError:
+            except self.CONSTRAINT_ERRORS:
                 raise Conflict(f"a subscription named {s.name!r} already exists") from None
             _bump_version(c)
 
@@ -369,7 +365,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                         s.on_pause, s.id, s.account_id,
                     ),
                 )
-            except IntegrityError:
+            except self.CONSTRAINT_ERRORS:
                 raise Conflict(f"a subscription named {s.name!r} already exists") from None
             if cursor.rowcount == 0:
                 raise NotFound(f"subscription {s.id} not found")
@@ -406,22 +402,19 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
         return await self._write(run)
 
-    _SUBSCRIPTION_COLUMNS = (
-        "id, account_id, name, callback_id, event_types, filters, status, status_reason, "
-        "ordering, created_at, on_pause"
-    )
-
     @staticmethod
-    def _subscription(r: Any) -> Subscription:
+    def _subscription(row: Any) -> Subscription:
+        r = dict(zip(_SUBSCRIPTION_FIELDS, row, strict=True))
         return Subscription(
-            id=r[0], account_id=r[1], name=r[2], callback_id=r[3],
-            event_types=tuple(orjson.loads(r[4])), filters=tuple(orjson.loads(r[5])),
-            status=r[6], status_reason=r[7], ordering=r[8], created_at=r[9], on_pause=r[10],
+            id=r["id"], account_id=r["account_id"], name=r["name"], callback_id=r["callback_id"],
+            event_types=tuple(orjson.loads(r["event_types"])), filters=tuple(orjson.loads(r["filters"])),
+            status=r["status"], status_reason=r["status_reason"], ordering=r["ordering"],
+            created_at=r["created_at"], on_pause=r["on_pause"],
         )
 
     async def get_subscription(self, subscription_id: str, account_id: str) -> Subscription:
         row = await self._read(lambda c: c.execute(
-            f"SELECT {self._SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ? AND account_id = ?",
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ? AND account_id = ?",
             (subscription_id, account_id),
         ).fetchone())
         if row is None:
@@ -429,7 +422,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         return self._subscription(row)
 
     async def list_subscriptions(self, account_id: str | None = None) -> list[Subscription]:
-        sql = f"SELECT {self._SUBSCRIPTION_COLUMNS} FROM subscriptions"
+        sql = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"
         params: tuple[Any, ...] = ()
         if account_id is not None:
             sql += " WHERE account_id = ?"
@@ -498,19 +491,19 @@ class SqlStore(SqlOperations, SqlDurableOperations):
     async def list_quarantine(self, limit: int = 100) -> list[QuarantinedRecord]:
         rows = await self._read(
             lambda c: c.execute(
-                f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine ORDER BY id DESC LIMIT ?", (limit,),
+                f"SELECT {_QUARANTINE.sql} FROM quarantine ORDER BY id DESC LIMIT ?", (limit,),
             ).fetchall()
         )
-        return [QuarantinedRecord(*row) for row in rows]
+        return _QUARANTINE.build_all(rows)
 
     async def unpublished_quarantine(self, limit: int) -> list[QuarantinedRecord]:
         rows = await self._read(
             lambda c: c.execute(
-                f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE published_at IS NULL "
+                f"SELECT {_QUARANTINE.sql} FROM quarantine WHERE published_at IS NULL "
                 "ORDER BY id LIMIT ?", (limit,),
             ).fetchall()
         )
-        return [QuarantinedRecord(*row) for row in rows]
+        return _QUARANTINE.build_all(rows)
 
     async def mark_quarantine_published(self, ids: Sequence[int], at: float) -> None:
         await self._write(lambda c: c.executemany(
@@ -529,15 +522,13 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         where, params = _owned("j.", partitions)
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT j.id, j.event_id, j.callback_id, j.ordering_key, e.body, j.created_at, "
-                "j.attempts, j.next_attempt_at, j.batch_id, e.timestamp_ms, j.topic, j.partition "
-                "FROM jobs j JOIN events e ON e.id = j.event_id "
+                f"SELECT {_JOB.sql} FROM jobs j JOIN events e ON e.id = j.event_id "
                 f"WHERE j.callback_id = ? AND j.state = 'pending' AND j.id > ?{where} "
                 "ORDER BY j.id LIMIT ?",
                 (callback_id, after_id, *params, limit),
             ).fetchall()
         )
-        return [Job(*row) for row in rows]
+        return _JOB.build_all(rows)
 
     async def record_results(self, results: Sequence[DeliveryResult]) -> None:
         if not results:
@@ -605,14 +596,28 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         return int(row[0])
 
 
-_KEY_COLUMNS = "id, account_id, key_hash, prefix, name, created_at, revoked_at"
-_QUARANTINE_COLUMNS = 'topic, partition, "offset", reason, detail, raw, key, at, id, published_at'
+_CALLBACK_FIELDS = ("id", "account_id", "name", "url", "max_batch_size", "secrets", "verified", "enabled",
+                    "disabled_reason", "ens_signature", "created_at", "delivery_options", "failing_since", "version")
+_CALLBACK_COLUMNS = ", ".join(_CALLBACK_FIELDS)
+_SUBSCRIPTION_FIELDS = ("id", "account_id", "name", "callback_id", "event_types", "filters", "status",
+                        "status_reason", "ordering", "created_at", "on_pause")
+_SUBSCRIPTION_COLUMNS = ", ".join(_SUBSCRIPTION_FIELDS)
+_API_KEY = Columns(ApiKey, "id", "account_id", "key_hash", "prefix", "name", "created_at", "revoked_at")
+_ACCOUNT = Columns(Account, "id", "name", "mid", "created_at")
+_ACCOUNT_OF_KEY = Columns(Account, id="a.id", name="a.name", mid="a.mid", created_at="a.created_at")
+_QUARANTINE = Columns(QuarantinedRecord, "topic", "partition", "offset", "reason", "detail", "raw", "key", "at",
+                      "id", "published_at")
+_JOB = Columns(
+    Job, id="j.id", event_id="j.event_id", callback_id="j.callback_id", ordering_key="j.ordering_key",
+    body="e.body", created_at="j.created_at", attempts="j.attempts", next_attempt_at="j.next_attempt_at",
+    batch_id="j.batch_id", event_timestamp_ms="e.timestamp_ms", topic="j.topic", partition="j.partition",
+)
 MAX_SUBSCRIPTIONS_PER_CALLBACK = 200
 
 
 def _insert_key(c: Connection, key: ApiKey) -> None:
     c.execute(
-        f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO api_keys ({_API_KEY.sql}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (key.id, key.account_id, key.key_hash, key.prefix, key.name, key.created_at,
          key.revoked_at),
     )

@@ -1,15 +1,23 @@
 """Queries for the people who run Relay: dead letters, attempts, message status, stats, callback
 health and retention. Mixed into ``SqlStore`` (same dialect rules); every query is scoped to an
-account."""
+account. They return typed rows (``views.py``); the API decides their JSON."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import orjson
-
 from relay.store.base import NotFound
+from relay.store.rows import Columns
+from relay.store.views import (
+    AttemptRow,
+    CallbackHealth,
+    DeadLetter,
+    DeadLetterDetail,
+    EventCount,
+    JobState,
+    MessageEvent,
+)
 
 T = TypeVar("T")
 
@@ -17,12 +25,15 @@ _DEADLETTER_FROM = (
     " FROM deadletters d JOIN jobs j ON j.id = d.job_id JOIN events e ON e.id = j.event_id "
     "JOIN callbacks c ON c.id = d.callback_id"
 )
-_DEADLETTER_SELECT = (
-    "SELECT d.id, d.job_id, d.batch_id, d.callback_id, d.reason, d.created_at, j.event_id, "
-    "j.attempts, e.type, e.subscriber_key, e.message_key" + _DEADLETTER_FROM
+_DEADLETTER = Columns(
+    DeadLetter, id="d.id", job_id="d.job_id", batch_id="d.batch_id", callback_id="d.callback_id",
+    reason="d.reason", created_at="d.created_at", event_id="j.event_id", attempts="j.attempts",
+    event_type="e.type", subscriber_key="e.subscriber_key", message_key="e.message_key",
 )
-_DEADLETTER_KEYS = ("id", "jobId", "webhookId", "callbackId", "reason", "createdAt", "eventId",
-                    "attemptCount", "eventType", "subscriberKey", "messageKey")
+_DEADLETTER_SELECT = f"SELECT {_DEADLETTER.sql}{_DEADLETTER_FROM}"
+_ATTEMPT = Columns(AttemptRow, "id", "batch_id", "callback_id", "job_count", "at", "status", "latency_ms",
+                   "error", "response_excerpt", "outcome")
+_JOB_STATE = Columns(JobState, "callback_id", "state", "attempts", "finished_at", "batch_id")
 
 
 def _deadletter_filter(account_id: str, filters: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -53,13 +64,13 @@ class SqlOperations:
 
     # -- dead letters ---------------------------------------------------------------------
     async def list_deadletters_page(self, account_id: str, filters: dict[str, Any], after: int,
-                                    limit: int) -> list[dict[str, Any]]:
+                                    limit: int) -> list[DeadLetter]:
         where, params = _deadletter_filter(account_id, filters)
         rows = await self._read(lambda c: c.execute(
             f"{_DEADLETTER_SELECT} WHERE {where} AND d.id > ? ORDER BY d.id LIMIT ?",
             (*params, after, limit),
         ).fetchall())
-        return [dict(zip(_DEADLETTER_KEYS, row, strict=True)) for row in rows]
+        return _DEADLETTER.build_all(rows)
 
     async def count_deadletters_matching(self, account_id: str, filters: dict[str, Any]) -> int:
         where, params = _deadletter_filter(account_id, filters)
@@ -67,17 +78,15 @@ class SqlOperations:
             f"SELECT COUNT(*){_DEADLETTER_FROM} WHERE {where}", params).fetchone())
         return int(row[0])
 
-    async def get_deadletter(self, account_id: str, deadletter_id: int) -> dict[str, Any]:
-        def run(c: Any) -> dict[str, Any]:
+    async def get_deadletter(self, account_id: str, deadletter_id: int) -> DeadLetterDetail:
+        def run(c: Any) -> DeadLetterDetail:
             row = c.execute(f"{_DEADLETTER_SELECT} WHERE c.account_id = ? AND d.id = ?",
                             (account_id, deadletter_id)).fetchone()
             if row is None:
                 raise NotFound(f"dead letter {deadletter_id} not found")
-            letter = dict(zip(_DEADLETTER_KEYS, row, strict=True))
-            body = c.execute("SELECT body FROM events WHERE id = ?", (letter["eventId"],)).fetchone()[0]
-            letter["event"] = orjson.loads(body)
-            letter["attempts"] = _attempts(c, "batch_id = ?", (letter["webhookId"],), 1000)
-            return letter
+            letter = _DEADLETTER.build(row)
+            body = c.execute("SELECT body FROM events WHERE id = ?", (letter.event_id,)).fetchone()[0]
+            return DeadLetterDetail(letter, bytes(body), _attempts(c, "batch_id = ?", (letter.batch_id,), 1000))
 
         return await self._read(run)
 
@@ -121,75 +130,61 @@ class SqlOperations:
 
     # -- attempts and health --------------------------------------------------------------
     async def list_attempts(self, callback_id: str, outcome: str | None, after: int,
-                            limit: int) -> list[dict[str, Any]]:
+                            limit: int) -> list[AttemptRow]:
         where, params = "callback_id = ? AND id > ?", [callback_id, after]
         if outcome:
             where += " AND outcome = ?"
             params.append(outcome)
         return await self._read(lambda c: _attempts(c, where, tuple(params), limit))
 
-    async def callback_health(self, callback_id: str, since: float) -> dict[str, Any]:
-        def run(c: Any) -> dict[str, Any]:
+    async def callback_health(self, callback_id: str, since: float) -> CallbackHealth:
+        def run(c: Any) -> CallbackHealth:
             total, ok, avg_latency = c.execute(
                 "SELECT COUNT(*), SUM(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END), AVG(latency_ms) "
                 "FROM attempts WHERE callback_id = ? AND at >= ?", (callback_id, since)).fetchone()
-            last_error = c.execute(
-                "SELECT at, status, error, response_excerpt FROM attempts WHERE callback_id = ? "
-                "AND outcome != 'delivered' ORDER BY id DESC LIMIT 1", (callback_id,)).fetchone()
+            failures = _attempts(c, "callback_id = ? AND outcome != 'delivered'", (callback_id,), 1, newest=True)
             pending, oldest = c.execute(
                 "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE callback_id = ? AND state = 'pending'",
                 (callback_id,)).fetchone()
             dead = c.execute("SELECT COUNT(*) FROM deadletters WHERE callback_id = ?",
                              (callback_id,)).fetchone()[0]
-            return {
-                "attempts": total, "successRate": (ok or 0) / total if total else None,
-                "averageLatencyMs": avg_latency, "pending": pending, "oldestPendingCreatedAt": oldest,
-                "deadLetters": dead,
-                "lastError": None if last_error is None else dict(zip(
-                    ("at", "status", "error", "responseExcerpt"), last_error, strict=True)),
-            }
+            return CallbackHealth(attempts=total, delivered=ok or 0, average_latency_ms=avg_latency,
+                                  pending=pending, oldest_pending_created_at=oldest, dead_letters=dead,
+                                  last_failure=failures[0] if failures else None)
 
         return await self._read(run)
 
     # -- message status -------------------------------------------------------------------
     async def message_timeline(self, account_id: str, field: str, value: str,
-                               limit: int) -> list[dict[str, Any]]:
+                               limit: int) -> list[MessageEvent]:
+        """The message's events in time order, each with its jobs (two queries, whatever the count)."""
         column = {"messageKey": "message_key", "subscriberKey": "subscriber_key"}[field]
 
-        def run(c: Any) -> list[dict[str, Any]]:
+        def run(c: Any) -> list[MessageEvent]:
             events = c.execute(
                 f"SELECT id, type, timestamp_ms, body FROM events WHERE account_id = ? AND {column} = ? "
                 "ORDER BY timestamp_ms, id LIMIT ?", (account_id, value, limit)).fetchall()
-            timeline = []
-            for event_id, kind, ts, body in events:
-                data = orjson.loads(body)
-                deliveries = c.execute(
-                    "SELECT j.callback_id, j.state, j.attempts, j.finished_at, j.batch_id FROM jobs j "
-                    "WHERE j.event_id = ? ORDER BY j.id", (event_id,)).fetchall()
-                info = data.get("info") or {}
-                timeline.append({
-                    "eventId": event_id, "eventCategoryType": kind, "timestampUTC": ts,
-                    "status": info.get("status"), "bounceCode": info.get("bounceCode"),
-                    "reason": info.get("reason"), "to": info.get("to"),
-                    "subscriberKey": info.get("subscriberKey"), "messageKey": info.get("messageKey"),
-                    "deliveries": [
-                        {"callbackId": cb, "state": state, "attempts": attempts, "deliveredAt":
-                         finished if state == "delivered" else None, "webhookId": batch}
-                        for cb, state, attempts, finished, batch in deliveries
-                    ],
-                })
-            return timeline
+            jobs: dict[str, list[JobState]] = {}
+            if events:
+                marks = ",".join("?" * len(events))
+                for row in c.execute(
+                        f"SELECT event_id, {_JOB_STATE.sql} FROM jobs WHERE event_id IN ({marks}) ORDER BY id",
+                        [e[0] for e in events]).fetchall():
+                    jobs.setdefault(row[0], []).append(_JOB_STATE.build(row[1:]))
+            return [MessageEvent(event_id, kind, ts, bytes(body), tuple(jobs.get(event_id, ())))
+                    for event_id, kind, ts, body in events]
 
         return await self._read(run)
 
     # -- stats ----------------------------------------------------------------------------
-    async def event_counts(self, account_id: str, since_ms: int, bucket_ms: int) -> list[tuple[str, int, int]]:
-        """(event type, bucket start in ms, count) for events newer than ``since_ms``."""
-        return await self._read(lambda c: c.execute(
+    async def event_counts(self, account_id: str, since_ms: int, bucket_ms: int) -> list[EventCount]:
+        """Events per type per bucket, for events newer than ``since_ms``."""
+        rows = await self._read(lambda c: c.execute(
             "SELECT type, (timestamp_ms / ?) * ? AS bucket, COUNT(*) FROM events "
             "WHERE account_id = ? AND timestamp_ms >= ? GROUP BY type, bucket ORDER BY bucket",
             (bucket_ms, bucket_ms, account_id, since_ms),
         ).fetchall())
+        return [EventCount(*row) for row in rows]
 
     # -- retention ------------------------------------------------------------------------
     async def purge_older_than(self, events_before: float, attempts_before: float,
@@ -222,10 +217,8 @@ def bump_counter(c: Any, key: str) -> None:
     c.execute("UPDATE meta SET value = value + 1 WHERE key = ?", (key,))
 
 
-def _attempts(c: Any, where: str, params: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
-    rows = c.execute(
-        "SELECT id, batch_id, callback_id, job_count, at, status, latency_ms, error, response_excerpt, "
-        f"outcome FROM attempts WHERE {where} ORDER BY id LIMIT ?", (*params, limit)).fetchall()
-    keys = ("id", "webhookId", "callbackId", "events", "at", "status", "latencyMs", "error",
-            "responseExcerpt", "outcome")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+def _attempts(c: Any, where: str, params: tuple[Any, ...], limit: int, newest: bool = False) -> list[AttemptRow]:
+    order = "DESC" if newest else ""
+    return _ATTEMPT.build_all(c.execute(
+        f"SELECT {_ATTEMPT.sql} FROM attempts WHERE {where} ORDER BY id {order} LIMIT ?",
+        (*params, limit)).fetchall())

@@ -23,6 +23,7 @@ T = TypeVar("T")
 
 class SqliteStore(SqlStore):
     REJECTED_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, UnicodeEncodeError)
+    CONSTRAINT_ERRORS = (sqlite3.IntegrityError,)
     # "database is locked", "disk I/O error", "database or disk is full", "unable to open"
     UNAVAILABLE_ERRORS = (sqlite3.OperationalError,)
 

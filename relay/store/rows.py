@@ -1,0 +1,29 @@
+"""Rows into records by name: one declaration says which SQL expression fills which field, and
+builds both the SELECT list and the record, so a column added or moved cannot shift a value
+into the wrong field."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+R = TypeVar("R")
+
+
+class Columns(Generic[R]):
+    def __init__(self, record: Callable[..., R], *names: str, **expressions: str) -> None:
+        """``names`` are fields read from a column of the same name; ``expressions`` map a field to
+        any SQL expression (``body="e.body"``)."""
+        self._record = record
+        self.fields: tuple[str, ...] = (*names, *expressions)
+        self.sql = ", ".join([*(_quoted(n) for n in names), *expressions.values()])
+
+    def build(self, row: Sequence[Any]) -> R:
+        return self._record(**dict(zip(self.fields, row, strict=True)))
+
+    def build_all(self, rows: Sequence[Sequence[Any]]) -> list[R]:
+        return [self.build(row) for row in rows]
+
+
+def _quoted(name: str) -> str:
+    return '"offset"' if name == "offset" else name
