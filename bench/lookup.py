@@ -22,7 +22,7 @@ import orjson
 from relay.crypto import SecretBox
 from relay.events import RecordRef, decode_event
 from relay.samples import sample_event
-from relay.store.models import NewJob
+from relay.store.models import IncomingEvent, NewJob
 from relay.store.sqlite import SqliteStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,7 +51,7 @@ async def main() -> None:
                 raw = orjson.dumps(sample_event(kind, mid=1, rng=rng, subscriber_key=f"sub-{m % 50000:05d}",
                                                 message_key=f"msg-{m:07d}"))
                 event = decode_event(raw, RecordRef("bench", 0, offset), 1 << 20)
-                rows.append((event, "acct", "bench", 0, offset))
+                rows.append(IncomingEvent(event, "acct", "bench", 0, offset))
                 jobs.append(NewJob(event.id, "cb_bench", event.subscriber_key, 0))
                 offset += 1
         await store.persist_batch(rows, jobs, [])

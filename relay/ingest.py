@@ -31,14 +31,14 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from relay.config import Settings
 from relay.delivery.dispatcher import Dispatcher
-from relay.events import Event, InvalidEvent, RecordRef, accepted_event_types, decode_event
+from relay.events import InvalidEvent, RecordRef, accepted_event_types, decode_event
 from relay.metrics import METRICS
 from relay.publisher import Publisher
 from relay.quarantine import STORED_TOO_LARGE_BYTES, QuarantineOutbox, quarantine_entry, storable_text
 from relay.routing import Router
 from relay.stall import StallWatch
 from relay.store.base import RecordRejected, Store, StoreUnavailable
-from relay.store.models import Job, NewJob, QuarantinedRecord
+from relay.store.models import IncomingEvent, Job, NewJob, QuarantinedRecord
 from relay.supervisor import Routine, Supervisor
 
 log = structlog.get_logger("relay.ingest")
@@ -57,7 +57,7 @@ class RecordWrite:
 
     record: ConsumerRecord
     ref: RecordRef
-    event: tuple[Event, str, str, int, int] | None = None
+    event: IncomingEvent | None = None
     jobs: list[NewJob] = field(default_factory=list)
     quarantine: QuarantinedRecord | None = None
 
@@ -215,7 +215,7 @@ class Ingest:
                             offset=q.offset, reason=q.reason, detail=q.detail[:200])
         await self._commit(batch)
 
-        events = [w.event[0] for w in writes if w.event is not None]
+        events = [w.event.event for w in writes if w.event is not None]
         count = len(writes)
         log.debug("batch_persisted", records=count, events=len(events), jobs=new_jobs,
                   quarantined=len(quarantined), persist_ms=round((persisted - started) * 1000, 2),
@@ -250,7 +250,7 @@ class Ingest:
                 account_id = index.account_for(event.mid)
                 if account_id is None:
                     continue
-                write.event = (event, account_id, tp.topic, tp.partition, record.offset)
+                write.event = IncomingEvent(event, account_id, tp.topic, tp.partition, record.offset)
                 write.jobs = [NewJob(event.id, route.callback.id, route.ordering_key, tp.partition,
                                      route.held_by, topic=tp.topic)
                               for route in index.route(event, account_id)]

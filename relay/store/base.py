@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
-from relay.events import Event
 from relay.store.models import (
     Account,
     ApiKey,
     Callback,
     DeliveryResult,
+    IncomingEvent,
     Job,
     NewJob,
     Operation,
@@ -115,7 +115,7 @@ class Store(Protocol):
     # -- ingest ---------------------------------------------------------------------------
     async def persist_batch(
         self,
-        events: Sequence[tuple[Event, str, str, int, int]],
+        events: Sequence[IncomingEvent],
         jobs: Sequence[NewJob],
         quarantined: Sequence[QuarantinedRecord],
     ) -> list[Job]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from relay.events import Event
 
 OrderingKey = Literal["subscriberKey", "messageKey", "none"]
 
@@ -131,6 +134,17 @@ class Job:
     def source(self) -> tuple[str, int]:
         """The Kafka partition the event came from: the instance owning it owns this job."""
         return self.topic, self.partition
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """A decoded event on its way into the store: whose it is and which Kafka record it came from."""
+
+    event: Event
+    account_id: str
+    topic: str
+    partition: int
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)

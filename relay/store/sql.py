@@ -17,7 +17,6 @@ from typing import Any, Protocol, TypeVar, cast
 import orjson
 
 from relay.crypto import SecretBox
-from relay.events import Event
 from relay.store.base import Conflict, NotFound, PreconditionFailed, RecordRejected, StoreUnavailable
 from relay.store.models import (
     Account,
@@ -25,6 +24,7 @@ from relay.store.models import (
     Callback,
     DeliveryOptions,
     DeliveryResult,
+    IncomingEvent,
     Job,
     NewJob,
     QuarantinedRecord,
@@ -443,7 +443,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
     # -- ingest ---------------------------------------------------------------------------
     async def persist_batch(
         self,
-        events: Sequence[tuple[Event, str, str, int, int]],
+        events: Sequence[IncomingEvent],
         jobs: Sequence[NewJob],
         quarantined: Sequence[QuarantinedRecord],
     ) -> list[Job]:
@@ -457,10 +457,11 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     [
                         (
-                            e.id, account_id, e.type, e.mid, e.timestamp_ms, e.subscriber_key,
-                            e.message_key, e.body, topic, partition, offset, now,
+                            i.event.id, i.account_id, i.event.type, i.event.mid, i.event.timestamp_ms,
+                            i.event.subscriber_key, i.event.message_key, i.event.body, i.topic, i.partition,
+                            i.offset, now,
                         )
-                        for e, account_id, topic, partition, offset in events
+                        for i in events
                     ],
                 )
             if quarantined:
@@ -481,7 +482,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             raise RecordRejected(f"{type(exc).__name__}: {exc}") from exc
         except self.UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        by_id = {e.id: e for e, *_ in events}
+        by_id = {i.event.id: i.event for i in events}
         for job in inserted:
             event = by_id[job.event_id]
             job.body = event.body
