@@ -59,7 +59,10 @@ def callback_json(callback: Callback) -> dict[str, Any]:
         "secretCount": sum(1 for s in callback.secrets if not s.secret.startswith(SIGNING_KEY_PREFIX)),
         "publicKeys": [public_key(s.secret) for s in callback.secrets
                        if s.secret.startswith(SIGNING_KEY_PREFIX)],
-        **callback.options.to_json(),
+        "timeout": callback.options.timeout,
+        "retrySchedule": list(callback.options.retry_schedule) if callback.options.retry_schedule else None,
+        "retryMaxAge": callback.options.retry_max_age,
+        "maxInFlight": callback.options.max_in_flight,
     }
 
 

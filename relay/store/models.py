@@ -50,7 +50,8 @@ class DeliveryOptions:
     retry_max_age: float | None = None
     max_in_flight: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def stored(self) -> dict[str, Any]:
+        """The stored form (its keys are kept for rows already written; the API shapes its own)."""
         return {
             "timeout": self.timeout,
             "retrySchedule": list(self.retry_schedule) if self.retry_schedule else None,
@@ -59,7 +60,7 @@ class DeliveryOptions:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DeliveryOptions:
+    def from_stored(cls, data: dict[str, Any]) -> DeliveryOptions:
         schedule = data.get("retrySchedule")
         return cls(data.get("timeout"), tuple(schedule) if schedule else None,
                    data.get("retryMaxAge"), data.get("maxInFlight"))

@@ -177,7 +177,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                     callback.max_batch_size, sealed, int(callback.verified),
                     int(callback.enabled), callback.disabled_reason,
                     int(callback.ens_signature), callback.created_at,
-                    orjson.dumps(callback.options.to_json()), callback.failing_since,
+                    orjson.dumps(callback.options.stored()), callback.failing_since,
                 ),
             )
             _bump_version(c)
@@ -191,7 +191,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             max_batch_size=r["max_batch_size"], secrets=self._open_secrets(r["id"], r["secrets"]),
             verified=bool(r["verified"]), enabled=bool(r["enabled"]), disabled_reason=r["disabled_reason"],
             ens_signature=bool(r["ens_signature"]), created_at=r["created_at"],
-            options=DeliveryOptions.from_json(orjson.loads(r["delivery_options"])),
+            options=DeliveryOptions.from_stored(orjson.loads(r["delivery_options"])),
             failing_since=r["failing_since"], version=r["version"],
         )
 
@@ -224,7 +224,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             "secrets": lambda cb: self._seal_secrets(cb.id, cb.secrets), "verified": lambda cb: int(cb.verified),
             "enabled": lambda cb: int(cb.enabled), "disabled_reason": lambda cb: cb.disabled_reason,
             "ens_signature": lambda cb: int(cb.ens_signature),
-            "options": lambda cb: orjson.dumps(cb.options.to_json()),
+            "options": lambda cb: orjson.dumps(cb.options.stored()),
         }
         unknown = set(fields) - set(columns)
         if unknown:
