@@ -29,7 +29,7 @@ from relay.delivery.outcomes import Outcomes, OutcomeTopics
 from relay.delivery.retry import RetryPolicy
 from relay.ingest import Ingest
 from relay.metrics import METRICS
-from relay.operations import Handshake, OperationRunner, Redrive, ReleaseHeld
+from relay.operations import Handshake, OperationRunner, Recover, Redrive, ReleaseHeld
 from relay.publisher import Publisher
 from relay.routing import Router
 from relay.store import open_store
@@ -97,6 +97,7 @@ class Relay:
         self.operations = OperationRunner(
             self.store,
             [Redrive(self.store, self.dispatcher.requeue, self._clock),
+             Recover(self.store, self.client, self._clock),
              Handshake(self.store, self.client, self._clock),
              ReleaseHeld(self.store, self.dispatcher.requeue)],
             self.supervisor, clock=self._clock, lease=s.operation_lease,

@@ -134,8 +134,14 @@ class Ingest:
         log.info("partitions_revoked", partitions=sorted(f"{t}:{p}" for t, p in partitions))
 
     async def take_over(self, partitions: list[tuple[str, int]]) -> None:
-        await self._dispatcher.assign(partitions)
+        await self._dispatcher.assign(partitions, self._partition_count())
         log.info("partitions_assigned", partitions=sorted(f"{t}:{p}" for t, p in partitions))
+
+    def _partition_count(self) -> int:
+        """Partitions of the input topics across the whole group (0 when the metadata is not known)."""
+        if self._consumer is None:
+            return 0
+        return sum(len(self._consumer.partitions_for_topic(topic) or ()) for topic in self._settings.topics)
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Records behind the high watermark, per assigned partition (as of the last fetch)."""

@@ -79,6 +79,9 @@ class Metrics:
             registry=r)
         self.dead_letters_stored = Gauge(
             "relay_dead_letters_stored", "Dead letters currently in the store.", registry=r)
+        self.throttled = Counter(
+            "relay_throttled_seconds_total", "Time lanes held sends back for a callback's rate limit or a "
+            "429's Retry-After (summed over lanes and instances).", ["callback_id"], registry=r)
         self.background_failures = Counter(
             "relay_background_failures_total",
             "Failures of supervised background work by routine (a periodic routine runs again "

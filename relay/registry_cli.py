@@ -7,6 +7,7 @@ Readable tables by default, ``--json`` for scripts. The API address comes from `
 from __future__ import annotations
 
 import json
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -65,6 +66,8 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={_cell(v)}" for k, v in value.items())
     if isinstance(value, list):
         return ",".join(map(str, value)) or "-"
     return str(value)
@@ -194,6 +197,112 @@ def callbacks_rotate(callback_id: str, overlap: int | None, api: str, key: str, 
 def callbacks_delete(callback_id: str, api: str, key: str, as_json: bool) -> None:
     Api(api, key, as_json).call("DELETE", f"/v1/callbacks/{callback_id}")
     click.echo(f"deleted {callback_id}")
+
+
+@callbacks.command("test")
+@click.argument("callback_id")
+@click.option("--type", "event_type", default="TransactionalSendEvents.EmailSent", show_default=True,
+              help="The sample event's type.")
+@_api_options()
+def callbacks_test(callback_id: str, event_type: str, api: str, key: str, as_json: bool) -> None:
+    """Send one signed sample event now (marked webhook-test) and show what the endpoint answered."""
+    client = Api(api, key, as_json)
+    client.show(client.call("POST", f"/v1/callbacks/{callback_id}/test", {"eventType": event_type}),
+                ("ok", "status", "latencyMs", "error", "responseExcerpt", "webhookId"))
+
+
+@callbacks.command("limit")
+@click.argument("callback_id")
+@click.option("--events-per-second", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--requests-per-second", type=click.FloatRange(min=0, min_open=True), default=None)
+@_api_options()
+def callbacks_limit(callback_id: str, events_per_second: float | None, requests_per_second: float | None,
+                    api: str, key: str, as_json: bool) -> None:
+    """Set the callback's rate limit across all instances; with neither option, remove it."""
+    client = Api(api, key, as_json)
+    limit = None
+    if events_per_second is not None or requests_per_second is not None:
+        limit = {"eventsPerSecond": events_per_second, "requestsPerSecond": requests_per_second}
+    client.show(client.call("PATCH", f"/v1/callbacks/{callback_id}", {"rateLimit": limit}),
+                ("id", "name", "rateLimit"))
+
+
+@callbacks.command("recover")
+@click.argument("callback_id")
+@click.option("--since", required=True, type=float, help="Unix seconds (event time), inclusive.")
+@click.option("--until", default=None, type=float, help="Unix seconds, exclusive (default: now).")
+@click.option("--type", "event_types", multiple=True, help="Only these event types (repeatable).")
+@click.option("--rate", type=click.IntRange(1, 10000), default=50, show_default=True, help="Events per second.")
+@click.option("--detach", is_flag=True, help="Start it and return; follow with `relay operations show`.")
+@_api_options()
+def callbacks_recover(callback_id: str, since: float, until: float | None, event_types: tuple[str, ...], rate: int,
+                      detach: bool, api: str, key: str, as_json: bool) -> None:
+    """Send every stored event of a time window again (delivered or not), in order, at a rate."""
+    client = Api(api, key, as_json)
+    body: dict[str, Any] = {"since": since, "until": until if until is not None else time.time(),
+                            "ratePerSecond": rate}
+    if event_types:
+        body["eventTypes"] = list(event_types)
+    op = client.call("POST", f"/v1/callbacks/{callback_id}/recover", body)
+    if not detach:
+        op = _follow(client, op)
+    client.show(op, OPERATION_COLUMNS)
+
+
+def _follow(client: Api, op: dict[str, Any]) -> dict[str, Any]:
+    """Poll the operation until it finishes, with a progress bar on the terminal."""
+    shown = 0
+    with click.progressbar(length=op["progress"]["total"] or 1, label=op["id"], show_eta=True,
+                           file=sys.stderr) as bar:
+        while op["state"] in ("queued", "running"):
+            time.sleep(0.5)
+            op = client.call("GET", f"/v1/operations/{op['id']}")
+            bar.length = max(op["progress"]["total"] or 1, op["progress"]["done"])
+            bar.update(op["progress"]["done"] - shown)
+            shown = op["progress"]["done"]
+    return op
+
+
+# -- operations ----------------------------------------------------------------------------
+OPERATION_COLUMNS = ("id", "kind", "state", "progress", "ratePerSecond", "etaSeconds", "error")
+
+
+@click.group()
+def operations() -> None:
+    """Durable background work: bulk replays, recoveries, handshakes (account key)."""
+
+
+@operations.command("list")
+@click.option("--kind", type=click.Choice(["redrive", "recover", "handshake", "release-held"]), default=None)
+@_api_options()
+def operations_list(kind: str | None, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    query = f"?kind={kind}" if kind else ""
+    client.show(client.call("GET", f"/v1/operations{query}"), OPERATION_COLUMNS)
+
+
+@operations.command("show")
+@click.argument("operation_id")
+@click.option("--follow", is_flag=True, help="Follow it with a progress bar until it finishes.")
+@_api_options()
+def operations_show(operation_id: str, follow: bool, api: str, key: str, as_json: bool) -> None:
+    client = Api(api, key, as_json)
+    op = client.call("GET", f"/v1/operations/{operation_id}")
+    client.show(_follow(client, op) if follow else op, OPERATION_COLUMNS)
+
+
+def _operation_action(action: str, help_text: str) -> None:
+    @operations.command(action, help=help_text)
+    @click.argument("operation_id")
+    @_api_options()
+    def command(operation_id: str, api: str, key: str, as_json: bool) -> None:
+        client = Api(api, key, as_json)
+        client.show(client.call("POST", f"/v1/operations/{operation_id}/{action}", {}), OPERATION_COLUMNS)
+
+
+_operation_action("cancel", "Stop it at its next step; what was done stays done.")
+_operation_action("pause", "Stop it at its next step until resumed.")
+_operation_action("resume", "Continue a paused operation where it stopped, on any instance.")
 
 
 # -- subscriptions -----------------------------------------------------------------------
@@ -376,6 +485,6 @@ def messages(message_key: str | None, subscriber_key: str | None, api: str, key:
 
 
 def register(group: click.Group) -> None:
-    for command in (accounts, callbacks, subs, dlq, messages):
+    for command in (accounts, callbacks, subs, dlq, operations, messages):
         group.add_command(command)
 

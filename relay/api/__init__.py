@@ -7,6 +7,7 @@ from aiohttp import web
 from relay.api import (
     accounts,
     callbacks,
+    controls,
     deadletters,
     deliveries,
     docs,
@@ -32,8 +33,8 @@ def build_api(ctx: ApiContext) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[CONTEXT] = ctx
-    for module in (health, docs, accounts, callbacks, deliveries, subscriptions, deadletters, operations, messages,
-                   stats, ui):
+    for module in (health, docs, accounts, callbacks, controls, deliveries, subscriptions, deadletters, operations,
+                   messages, stats, ui):
         app.router.add_routes(module.routes)
     if not ctx.settings.metrics_listen:
         app.router.add_routes(health.metrics_routes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -82,3 +83,17 @@ def string_list(data: dict[str, Any], name: str, *, default: Any = MISSING, max_
     if any(not v or len(v) > max_len for v in value):
         raise bad_request(f"{name} items must be 1..{max_len} characters", field=name)
     return value
+
+
+MAX_UNIX_SECONDS = 1e11  # year 5138: beyond any real timestamp, well inside every store's range
+
+
+def unix_seconds(name: str, value: Any) -> float:
+    """A point in time as unix seconds (a number, or a numeric string from a query)."""
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_UNIX_SECONDS):
+        raise bad_request(f"{name} must be unix seconds (0..{MAX_UNIX_SECONDS:.0f})", field=name)
+    return seconds

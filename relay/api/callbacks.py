@@ -39,7 +39,9 @@ routes = web.RouteTableDef()
 VERIFICATION_TTL = 4 * 3600.0
 
 
-OPTION_FIELDS = {"timeout", "retrySchedule", "retryMaxAge", "maxInFlight"}
+OPTION_FIELDS = {"timeout", "retrySchedule", "retryMaxAge", "maxInFlight", "rateLimit"}
+RATE_FIELDS = {"eventsPerSecond": "rate_events", "requestsPerSecond": "rate_requests"}
+MAX_RATE = 100_000.0
 CREATE_FIELDS = {"name", "url", "maxBatchSize", "ensSignature", "ed25519", *OPTION_FIELDS}
 UPDATE_FIELDS = CREATE_FIELDS | {"enabled"}
 
@@ -63,7 +65,15 @@ def callback_json(callback: Callback) -> dict[str, Any]:
         "retrySchedule": list(callback.options.retry_schedule) if callback.options.retry_schedule else None,
         "retryMaxAge": callback.options.retry_max_age,
         "maxInFlight": callback.options.max_in_flight,
+        "rateLimit": _rate_limit_json(callback.options),
+        "throttledUntil": callback.throttled_until,
     }
+
+
+def _rate_limit_json(options: DeliveryOptions) -> dict[str, float | None] | None:
+    if options.rate_events is None and options.rate_requests is None:
+        return None
+    return {"eventsPerSecond": options.rate_events, "requestsPerSecond": options.rate_requests}
 
 
 def delivery_options(data: dict[str, Any], current: DeliveryOptions) -> DeliveryOptions:
@@ -87,7 +97,28 @@ def delivery_options(data: dict[str, Any], current: DeliveryOptions) -> Delivery
     if "maxInFlight" in data:
         value = data["maxInFlight"]
         in_flight = None if value is None else body.integer(data, "maxInFlight", low=1, high=256)
-    return DeliveryOptions(timeout, schedule, max_age, in_flight)
+    rates = {"rate_events": current.rate_events, "rate_requests": current.rate_requests}
+    if "rateLimit" in data:
+        rates = _rate_limit(data["rateLimit"])
+    return DeliveryOptions(timeout, schedule, max_age, in_flight, **rates)
+
+
+def _rate_limit(raw: Any) -> dict[str, float | None]:
+    """``{"eventsPerSecond": n, "requestsPerSecond": m}`` (either or both), or null for none."""
+    rates: dict[str, float | None] = {"rate_events": None, "rate_requests": None}
+    if raw is None:
+        return rates
+    if not isinstance(raw, dict) or not raw or not set(raw) <= set(RATE_FIELDS):
+        raise bad_request("rateLimit must be null or an object with eventsPerSecond and/or requestsPerSecond",
+                          field="rateLimit")
+    for name, value in raw.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RATE:
+            raise bad_request(f"rateLimit.{name} must be a number above 0 and at most {MAX_RATE:g}",
+                              field=f"rateLimit.{name}")
+        rates[RATE_FIELDS[name]] = float(value)
+    return rates
 
 
 def _number(data: dict[str, Any], name: str, low: float, high: float) -> float | None:

@@ -6,7 +6,6 @@ attempts join the same attempt log.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -26,7 +25,6 @@ from relay.store.views import DeadLetter
 
 routes = web.RouteTableDef()
 FILTER_FIELDS = ("callbackId", "eventType", "reason", "since", "until")
-MAX_UNIX_SECONDS = 1e11  # year 5138: beyond any real timestamp, well inside every store's range
 
 
 def _filters(source: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +34,7 @@ def _filters(source: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if name in ("since", "until"):
-            filters[name] = _unix_seconds(name, value)
+            filters[name] = body.unix_seconds(name, value)
         elif not isinstance(value, str) or not 0 < len(value) <= 200:
             raise bad_request(f"{name} must be a string of 1..200 characters", field=name)
         else:
@@ -44,14 +42,6 @@ def _filters(source: dict[str, Any]) -> dict[str, Any]:
     return filters
 
 
-def _unix_seconds(name: str, value: Any) -> float:
-    try:
-        seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_UNIX_SECONDS):
-        raise bad_request(f"{name} must be unix seconds (0..{MAX_UNIX_SECONDS:.0f})", field=name)
-    return seconds
 
 
 def _id(request: web.Request) -> int:

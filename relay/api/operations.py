@@ -14,7 +14,7 @@ from relay.api.errors import bad_request, json_response
 from relay.store.models import Operation
 
 routes = web.RouteTableDef()
-KINDS = ("redrive", "handshake", "release-held")
+KINDS = ("redrive", "recover", "handshake", "release-held")
 
 
 def operation_json(op: Operation) -> dict[str, Any]:
@@ -27,7 +27,17 @@ def operation_json(op: Operation) -> dict[str, Any]:
         "createdAt": op.created_at,
         "updatedAt": op.updated_at,
         "finishedAt": op.finished_at,
+        **_pace(op),
     }
+
+
+def _pace(op: Operation) -> dict[str, Any]:
+    """Rate and time left, for the kinds that run at a chosen rate."""
+    rate = op.params.get("rate")
+    if not isinstance(rate, (int, float)):
+        return {}
+    left = None if op.total is None or op.finished else max(0, op.total - op.done) / rate
+    return {"ratePerSecond": rate, "etaSeconds": left}
 
 
 @routes.get("/v1/operations")
@@ -50,11 +60,15 @@ async def get_operation(request: web.Request) -> web.Response:
     return json_response(operation_json(op))
 
 
-@routes.post("/v1/operations/{id}/cancel")
-async def cancel_operation(request: web.Request) -> web.Response:
-    """Stops at the running instance's next step; what was done stays done."""
+@routes.post("/v1/operations/{id}/{action:cancel|pause|resume}")
+async def change_operation(request: web.Request) -> web.Response:
+    """Cancel or pause: the running instance stops at its next step, and what was done stays done.
+    Resume: the operation is queued again and continues from where it stopped, on any instance."""
     account = require_account(request)
     ctx = context(request)
     await body.read_object(request, set())
-    op = await ctx.store.cancel_operation(request.match_info["id"], account.id, ctx.clock())
+    op = await ctx.store.change_operation_state(request.match_info["id"], account.id, request.match_info["action"],
+                                                ctx.clock())
+    if op.state == "queued" and ctx.operations is not None:
+        ctx.operations.wake()
     return json_response(operation_json(op))

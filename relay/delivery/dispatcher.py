@@ -60,6 +60,7 @@ class Dispatcher:
         self._listeners: list[ResultListener] = []
         self._lane_listeners: list[LaneEventSink] = []
         self._owned: set[tuple[str, int]] = set()
+        self._partition_count = 0  # of the input topics, all instances together
         self._requeue_version: int | None = None
 
     def add_listener(self, listener: ResultListener) -> None:
@@ -84,9 +85,11 @@ class Dispatcher:
             await routine.stop()
         await self._flush()
 
-    async def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """These partitions are ours now: load their pending and retrying jobs from the store."""
+    async def assign(self, partitions: Iterable[tuple[str, int]], partition_count: int = 0) -> None:
+        """These partitions are ours now: load their pending and retrying jobs from the store.
+        ``partition_count`` (all input partitions) sets this instance's share of rate limits."""
         self._owned |= set(partitions)
+        self._partition_count = partition_count or self._partition_count
         await self._reload_owned()
 
     async def _reload_owned(self) -> None:
@@ -134,6 +137,13 @@ class Dispatcher:
             await self._reload_owned()
         self._requeue_version = version
 
+    def share(self) -> float:
+        """The part of each callback's rate limit this instance enforces: the part of the input
+        partitions it owns (their traffic is what it delivers)."""
+        if not self._partition_count:
+            return 1.0
+        return min(1.0, len(self._owned) / self._partition_count)
+
     @property
     def lanes(self) -> dict[str, Lane]:
         return self._lanes
@@ -144,7 +154,7 @@ class Dispatcher:
             lane = Lane(
                 callback_id, callback=self._callbacks, store=self._store, client=self._client,
                 policy=self._policy, config=self._lane_config, global_slots=self._slots,
-                report=self._on_result, notify=self._on_lane_event, owned=lambda: self._owned,
+                report=self._on_result, notify=self._on_lane_event, owned=lambda: self._owned, share=self.share,
                 clock=self._clock,
             )
             self._lanes[callback_id] = lane

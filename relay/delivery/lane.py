@@ -20,9 +20,18 @@ import structlog
 
 from relay.delivery.circuit import CircuitBreaker, CircuitConfig
 from relay.delivery.http import DeliveryClient, HttpOutcome
-from relay.delivery.outcomes import CircuitClosed, CircuitOpened, DisableRequested, FailingSince, LaneEventSink
+from relay.delivery.outcomes import (
+    CircuitClosed,
+    CircuitOpened,
+    DisableRequested,
+    FailingSince,
+    LaneEventSink,
+    Throttled,
+)
+from relay.delivery.ratelimit import Limiter
 from relay.delivery.retry import RetryPolicy
 from relay.delivery.window import Window
+from relay.metrics import METRICS
 from relay.signing import SigningKeys, delivery_headers
 from relay.store.base import Store
 from relay.store.models import AttemptRecord, Callback, DeliveryResult, Job
@@ -64,6 +73,7 @@ class Lane:
         report: Callable[[DeliveryResult, Callback], None],
         notify: LaneEventSink,
         owned: Callable[[], Collection[tuple[str, int]] | None] = lambda: None,
+        share: Callable[[], float] = lambda: 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.callback_id = callback_id
@@ -78,6 +88,9 @@ class Lane:
         self._notify = notify
         self._clock = clock
         self._window = Window(config.window)
+        self._share = share
+        self._limiter = Limiter()
+        self._paused_until = 0.0  # a 429's Retry-After seen here, before routing carries it everywhere
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -159,24 +172,34 @@ class Lane:
     async def _dispatch(self, callback: Callback) -> float | None:
         """Start as many batches as capacity allows; return how long to wait at most."""
         limit = callback.options.max_in_flight or self._config.max_in_flight
+        self._limiter.configure(callback.options.rate_limit, self._share())
+        max_batch = min(callback.max_batch_size, self._limiter.max_batch or callback.max_batch_size)
         lingered = False
         while self._window.batches_in_flight < limit:
             now = self._clock()
             if not self.circuit.allows(now):
                 reopens = self.circuit.reopens_at()
                 return None if reopens is None else max(0.01, reopens - now)
-            batch, next_due = self._window.next_batch(callback.max_batch_size, now, self._owned())
+            paused = max(self._paused_until, callback.throttled_until or 0.0) - now
+            if paused > 0:
+                return self._throttled(callback, paused)
+            batch, next_due = self._window.next_batch(max_batch, now, self._owned())
             if not batch:
                 self.circuit.release_probe()
                 return None if next_due is None else max(0.0, next_due - now)
             fresh = batch[0].batch_id is None
-            if (fresh and not lingered and len(batch) < callback.max_batch_size
-                    and self._config.linger > 0 and callback.max_batch_size > 1):
+            if (fresh and not lingered and len(batch) < max_batch
+                    and self._config.linger > 0 and max_batch > 1):
                 self.circuit.release_probe()
                 lingered = True
                 await asyncio.sleep(self._config.linger)
                 continue
             lingered = False
+            wait = self._limiter.wait(len(batch), now)
+            if wait > 0:
+                self.circuit.release_probe()
+                return self._throttled(callback, wait)
+            self._limiter.take(len(batch), now)
             self._window.begin(batch)
             try:
                 if fresh and len(batch) > 1:
@@ -191,6 +214,11 @@ class Lane:
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
         return None
+
+    def _throttled(self, callback: Callback, wait: float) -> float:
+        """Held back by the rate limit or a Retry-After pause: no attempt is spent, the wait is counted."""
+        METRICS.throttled.labels(METRICS.callback(callback.id)).inc(wait)
+        return max(0.001, wait)
 
     def _end(self, batch: list[Job]) -> None:
         self._window.end(batch)
@@ -274,6 +302,9 @@ class Lane:
             self._notify(CircuitOpened(self.circuit.consecutive_failures, outcome.status, outcome.error), callback)
         if not was_failing:
             self._notify(FailingSince(self.circuit.failing_since), callback)
+        if outcome.status == 429 and outcome.retry_after:
+            self._paused_until = max(self._paused_until, now + outcome.retry_after)
+            self._notify(Throttled(self._paused_until), callback)
         if outcome.status == 410:
             self._notify(DisableRequested("receiver answered 410 Gone"), callback)
         elif self.circuit.should_disable(now):

@@ -53,7 +53,14 @@ class DisableRequested:
     reason: str
 
 
-LaneEvent = CircuitOpened | CircuitClosed | FailingSince | DisableRequested
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """The endpoint answered 429 with Retry-After: no sends to it before ``until``, on any instance."""
+
+    until: float
+
+
+LaneEvent = CircuitOpened | CircuitClosed | FailingSince | DisableRequested | Throttled
 LaneEventSink = Callable[[LaneEvent, Callback], None]
 
 
@@ -117,6 +124,9 @@ class Outcomes:
                 METRICS.circuit_changed(callback.id, is_open=False)
                 log.info("circuit_closed", callback_id=callback.id)
                 self._spawn("ops-event", self._ops_event("callback.circuit_closed", callback, {}))
+            case Throttled(until=until) if (callback.throttled_until or 0) < until - 1.0:
+                log.info("callback_throttled", callback_id=callback.id, until=until)
+                self._spawn("record-throttle", self._throttle(callback, until))
             case DisableRequested(reason=reason) if callback.id not in self._disabling:
                 self._disabling.add(callback.id)
                 self._spawn("disable-callback", self._disable(callback, reason))
@@ -126,6 +136,10 @@ class Outcomes:
         task = self._supervisor.spawn(name, coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _throttle(self, callback: Callback, until: float) -> None:
+        if await self._store.set_throttled_until(callback.id, until):
+            await self._refresh_routing()
 
     async def _publish_dead_letters(self, result: DeliveryResult) -> None:
         records = [

@@ -2,6 +2,7 @@
 instance, and can be cancelled from any of them (bulk replay, ownership handshakes, delayed sweeps)."""
 
 from relay.operations.kinds import Handshake, Redrive, ReleaseHeld
+from relay.operations.recover import Recover
 from relay.operations.runner import OperationKind, OperationRunner, Step
 
-__all__ = ["Handshake", "OperationKind", "OperationRunner", "Redrive", "ReleaseHeld", "Step"]
+__all__ = ["Handshake", "OperationKind", "OperationRunner", "Recover", "Redrive", "ReleaseHeld", "Step"]

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import orjson
 import structlog
 
+from relay.delivery.direct import post_signed
 from relay.delivery.http import DeliveryClient
 from relay.operations.runner import Step
-from relay.signing import SigningKeys, delivery_headers
 from relay.store.base import NotFound, Store
 from relay.store.models import Operation
 
@@ -70,12 +70,8 @@ class Handshake:
         if callback.verified:
             return Step(finished=True)
         payload = orjson.dumps({"callbackId": callback.id, "verificationKey": op.params["verificationKey"]})
-        now = self._clock()
-        headers = delivery_headers(
-            SigningKeys.from_secrets(s.secret for s in callback.active_secrets(now)),
-            f"verify_{callback.id}", int(now), payload, ens=callback.ens_signature,
-        )
-        outcome = await self._client.post(callback.url, payload, headers, HANDSHAKE_TIMEOUT)
+        outcome = await post_signed(self._client, callback, payload, f"verify_{callback.id}", self._clock(),
+                                    HANDSHAKE_TIMEOUT)
         log.info("verification_sent", callback_id=callback.id, operation_id=op.id, status=outcome.status,
                  error=outcome.error)
         return Step(done=1, total=1, finished=True)

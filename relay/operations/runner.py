@@ -31,12 +31,14 @@ log = structlog.get_logger("relay.operations")
 @dataclass(frozen=True)
 class Step:
     """What one step did: ``done`` items more, the ``total`` if now known, whether the operation is
-    ``finished``, and how long to ``pause`` before the next step (rate limiting)."""
+    ``finished``, how long to ``pause`` before the next step (rate limiting), and the ``cursor`` the
+    next step starts from (None keeps the current one)."""
 
     done: int = 0
     total: int | None = None
     finished: bool = False
     pause: float = 0.0
+    cursor: str | None = None
 
 
 class OperationKind(Protocol):
@@ -81,6 +83,10 @@ class OperationRunner:
             except Exception as exc:  # the lease expires on its own
                 log.warning("operation_release_failed", operation_id=op_id, error=f"{type(exc).__name__}: {exc}")
 
+    def wake(self) -> None:
+        """Look for due operations now rather than at the next poll."""
+        self._wake.set()
+
     async def submit(self, account_id: str, kind: str, params: dict[str, Any], *, delay: float = 0.0,
                      prefix: str = "op") -> Operation:
         """Store a new operation and wake the runner; it starts within a poll on some instance."""
@@ -119,12 +125,14 @@ class OperationRunner:
         try:
             while True:
                 step = await kind.step(op)
-                op = replace(op, done=op.done + step.done, total=step.total if step.total is not None else op.total)
+                op = replace(op, done=op.done + step.done,
+                             total=step.total if step.total is not None else op.total,
+                             cursor=step.cursor if step.cursor is not None else op.cursor)
                 now = self._clock()
-                if not await self._store.record_operation_progress(op.id, self.owner, op.done, op.total, now,
-                                                                   now + self._lease):
-                    bound.info("operation_interrupted", reason="cancelled, or taken over after a lapsed lease",
-                               done=op.done)
+                if not await self._store.record_operation_progress(op.id, self.owner, op.done, op.total, op.cursor,
+                                                                   now, now + self._lease):
+                    bound.info("operation_interrupted", reason="cancelled, paused, or taken over after a lapsed "
+                               "lease", done=op.done)
                     return
                 if step.finished:
                     await self._finish(op, "done", None)

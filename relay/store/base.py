@@ -21,7 +21,15 @@ from relay.store.models import (
     QuarantinedRecord,
     Subscription,
 )
-from relay.store.views import AttemptRow, CallbackHealth, DeadLetter, DeadLetterDetail, EventCount, MessageEvent
+from relay.store.views import (
+    AttemptRow,
+    CallbackHealth,
+    DeadLetter,
+    DeadLetterDetail,
+    EventCount,
+    MessageEvent,
+    StoredDelivery,
+)
 
 
 class NotFound(LookupError):
@@ -149,6 +157,8 @@ class Store(Protocol):
 
     async def set_failing_since(self, callback_id: str, since: float | None) -> None: ...
 
+    async def set_throttled_until(self, callback_id: str, until: float) -> bool: ...
+
     async def assign_batch(self, batch_id: str, job_ids: Sequence[int]) -> None:
         """Pin a batch's composition before its first POST (stable webhook-id after a crash)."""
 
@@ -182,6 +192,12 @@ class Store(Protocol):
     async def purge_older_than(self, events_before: float, attempts_before: float,
                                deadletters_before: float, batch: int = 5000) -> dict[str, int]: ...
 
+    async def count_routed(self, callback_id: str, since_ms: int, until_ms: int,
+                           event_types: Sequence[str] | None) -> int: ...
+
+    async def routed_page(self, callback_id: str, since_ms: int, until_ms: int, event_types: Sequence[str] | None,
+                          after_job_id: int, limit: int) -> list[StoredDelivery]: ...
+
     async def count_deadletters_matching(self, account_id: str, filters: dict[str, Any]) -> int: ...
 
     # -- durable operations (runner: claim under a lease, report progress, finish) -------------
@@ -194,15 +210,15 @@ class Store(Protocol):
     async def claim_operation(self, owner: str, now: float, lease_until: float) -> Operation | None: ...
 
     async def record_operation_progress(self, op_id: str, owner: str, done: int, total: int | None,
-                                        now: float, lease_until: float) -> bool:
-        """Also renews the lease; False when the operation was cancelled or another instance took it."""
+                                        cursor: str | None, now: float, lease_until: float) -> bool:
+        """Also renews the lease; False when the operation was cancelled, paused, or taken over."""
 
     async def finish_operation(self, op_id: str, owner: str, state: str, error: str | None,
                                now: float) -> None: ...
 
     async def release_operation(self, op_id: str, owner: str) -> None: ...
 
-    async def cancel_operation(self, op_id: str, account_id: str, now: float) -> Operation:
-        """Raises NotFound, or Conflict when it has already finished."""
+    async def change_operation_state(self, op_id: str, account_id: str, action: str, now: float) -> Operation:
+        """``cancel``, ``pause`` or ``resume``; raises NotFound, or Conflict when the state does not allow it."""
 
     async def purge_finished_operations(self, before: float) -> int: ...

@@ -166,6 +166,7 @@ STEPS: tuple[str, ...] = (
         state TEXT NOT NULL,
         done_count {int} NOT NULL DEFAULT 0,
         total {int},
+        cursor TEXT,
         error TEXT,
         not_before {real} NOT NULL,
         lease_owner TEXT,
@@ -176,6 +177,10 @@ STEPS: tuple[str, ...] = (
     );
     CREATE INDEX operations_due ON operations(not_before) WHERE state IN ('queued', 'running');
     CREATE INDEX operations_account ON operations(account_id, created_at)
+    """,
+    # 6: a 429 with Retry-After pauses a callback on every instance until then
+    """
+    ALTER TABLE callbacks ADD COLUMN throttled_until {real}
     """,
 )
 
@@ -190,8 +195,8 @@ _TYPES = {
 }
 # Which steps make up each version, per dialect (1-based step numbers).
 _VERSIONS = {
-    "sqlite": ((1,), (2,), (3,), (4,), (5,)),
-    "postgres": ((1, 2), (3,), (4,), (5,)),
+    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,)),
+    "postgres": ((1, 2), (3,), (4,), (5,), (6,)),
 }
 
 

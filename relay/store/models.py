@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from relay.delivery.ratelimit import RateLimit
+
 if TYPE_CHECKING:
     from relay.events import Event
 
@@ -49,6 +51,8 @@ class DeliveryOptions:
     retry_schedule: tuple[float, ...] | None = None
     retry_max_age: float | None = None
     max_in_flight: int | None = None
+    rate_events: float | None = None
+    rate_requests: float | None = None
 
     def stored(self) -> dict[str, Any]:
         """The stored form (its keys are kept for rows already written; the API shapes its own)."""
@@ -57,13 +61,20 @@ class DeliveryOptions:
             "retrySchedule": list(self.retry_schedule) if self.retry_schedule else None,
             "retryMaxAge": self.retry_max_age,
             "maxInFlight": self.max_in_flight,
+            "rateEvents": self.rate_events,
+            "rateRequests": self.rate_requests,
         }
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        return RateLimit(self.rate_events, self.rate_requests)
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> DeliveryOptions:
         schedule = data.get("retrySchedule")
         return cls(data.get("timeout"), tuple(schedule) if schedule else None,
-                   data.get("retryMaxAge"), data.get("maxInFlight"))
+                   data.get("retryMaxAge"), data.get("maxInFlight"), data.get("rateEvents"),
+                   data.get("rateRequests"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,7 @@ class Callback:
     created_at: float = 0.0
     options: DeliveryOptions = field(default_factory=lambda: DeliveryOptions())
     failing_since: float | None = None
+    throttled_until: float | None = None  # a 429's Retry-After: no sends before, on any instance
     version: int = 1  # grows with every change of settings, secrets or enabled state (the ETag)
 
     def active_secrets(self, now: float) -> list[SigningSecret]:
@@ -187,7 +199,7 @@ class DeliveryResult:
     jobs: tuple[Job, ...] = field(default=())
 
 
-OperationState = Literal["queued", "running", "done", "failed", "cancelled"]
+OperationState = Literal["queued", "running", "paused", "done", "failed", "cancelled"]
 FINISHED_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
 
@@ -208,6 +220,8 @@ class Operation:
     total: int | None = None
     error: str | None = None
     finished_at: float | None = None
+    cursor: str | None = None
+    """Where the next step starts (kind-specific, e.g. the last job id sent)."""
 
     @property
     def finished(self) -> bool:

@@ -192,7 +192,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             verified=bool(r["verified"]), enabled=bool(r["enabled"]), disabled_reason=r["disabled_reason"],
             ens_signature=bool(r["ens_signature"]), created_at=r["created_at"],
             options=DeliveryOptions.from_stored(orjson.loads(r["delivery_options"])),
-            failing_since=r["failing_since"], version=r["version"],
+            failing_since=r["failing_since"], throttled_until=r["throttled_until"], version=r["version"],
         )
 
     async def get_callback(self, callback_id: str, account_id: str | None = None) -> Callback:
@@ -271,6 +271,21 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         await self._write(lambda c: c.execute(
             "UPDATE callbacks SET failing_since = ? WHERE id = ?", (since, callback_id)
         ))
+
+    async def set_throttled_until(self, callback_id: str, until: float) -> bool:
+        """Only ever later (by a second at least, so a storm of 429s writes rarely); a change reloads
+        routing everywhere (it carries the callbacks), so the pause reaches every instance within a
+        refresh. False when it was not later."""
+
+        def run(c: Connection) -> bool:
+            changed = c.execute(
+                "UPDATE callbacks SET throttled_until = ? WHERE id = ? "
+                "AND (throttled_until IS NULL OR throttled_until < ?)", (until, callback_id, until - 1.0)).rowcount
+            if changed:
+                _bump_version(c)
+            return bool(changed)
+
+        return await self._write(run)
 
     async def assign_batch(self, batch_id: str, job_ids: Sequence[int]) -> None:
         """Pin a batch's composition before its first POST, so a crash re-sends the same
@@ -598,7 +613,8 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
 
 _CALLBACK_FIELDS = ("id", "account_id", "name", "url", "max_batch_size", "secrets", "verified", "enabled",
-                    "disabled_reason", "ens_signature", "created_at", "delivery_options", "failing_since", "version")
+                    "disabled_reason", "ens_signature", "created_at", "delivery_options", "failing_since", "version",
+                    "throttled_until")
 _CALLBACK_COLUMNS = ", ".join(_CALLBACK_FIELDS)
 _SUBSCRIPTION_FIELDS = ("id", "account_id", "name", "callback_id", "event_types", "filters", "status",
                         "status_reason", "ordering", "created_at", "on_pause")

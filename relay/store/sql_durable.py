@@ -18,7 +18,14 @@ from relay.store.models import Operation
 T = TypeVar("T")
 
 _COLUMNS = ("id, account_id, kind, params, state, created_at, updated_at, not_before, done_count, total, "
-            "error, finished_at")
+            "error, finished_at, cursor")
+
+
+_ACTIONS = {
+    "cancel": (("queued", "running", "paused"), "cancelled"),
+    "pause": (("queued", "running"), "paused"),
+    "resume": (("paused",), "queued"),
+}
 
 
 class SqlDurableOperations:
@@ -30,20 +37,20 @@ class SqlDurableOperations:
 
     def _operation(self, row: Any) -> Operation:
         (op_id, account_id, kind, params, state, created_at, updated_at, not_before, done, total, error,
-         finished_at) = row
+         finished_at, cursor) = row
         return Operation(
             id=op_id, account_id=account_id, kind=kind,
             params=orjson.loads(self._box.open(bytes(params), f"operation:{op_id}".encode())),
             state=state, created_at=created_at, updated_at=updated_at, not_before=not_before, done=done,
-            total=total, error=error, finished_at=finished_at,
+            total=total, error=error, finished_at=finished_at, cursor=cursor,
         )
 
     async def create_operation(self, op: Operation) -> None:
         sealed = self._box.seal(orjson.dumps(op.params), f"operation:{op.id}".encode())
         await self._write(lambda c: c.execute(
-            f"INSERT INTO operations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO operations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (op.id, op.account_id, op.kind, sealed, op.state, op.created_at, op.updated_at, op.not_before,
-             op.done, op.total, op.error, op.finished_at),
+             op.done, op.total, op.error, op.finished_at, op.cursor),
         ))
 
     async def get_operation(self, op_id: str, account_id: str) -> Operation:
@@ -88,14 +95,15 @@ class SqlDurableOperations:
         return None if row is None else self._operation(row)
 
     async def record_operation_progress(self, op_id: str, owner: str, done: int, total: int | None,
-                                        now: float, lease_until: float) -> bool:
-        """Write progress and renew the lease; False when the operation was cancelled or taken over."""
-        cursor = await self._write(lambda c: c.execute(
-            "UPDATE operations SET done_count = ?, total = ?, updated_at = ?, lease_until = ? "
+                                        cursor: str | None, now: float, lease_until: float) -> bool:
+        """Write progress and renew the lease; False when the operation was cancelled, paused or
+        taken over."""
+        result = await self._write(lambda c: c.execute(
+            "UPDATE operations SET done_count = ?, total = ?, cursor = ?, updated_at = ?, lease_until = ? "
             "WHERE id = ? AND state = 'running' AND lease_owner = ?",
-            (done, total, now, lease_until, op_id, owner),
+            (done, total, cursor, now, lease_until, op_id, owner),
         ))
-        return bool(cursor.rowcount == 1)
+        return bool(result.rowcount == 1)
 
     async def finish_operation(self, op_id: str, owner: str, state: str, error: str | None, now: float) -> None:
         await self._write(lambda c: c.execute(
@@ -110,16 +118,20 @@ class SqlDurableOperations:
             "UPDATE operations SET lease_until = 0 WHERE id = ? AND lease_owner = ?", (op_id, owner),
         ))
 
-    async def cancel_operation(self, op_id: str, account_id: str, now: float) -> Operation:
+    async def change_operation_state(self, op_id: str, account_id: str, action: str, now: float) -> Operation:
+        """``cancel`` (queued, running or paused), ``pause`` (queued or running) or ``resume`` (paused)."""
+        allowed, target = _ACTIONS[action]
+
         def run(c: Any) -> Any:
             row = c.execute("SELECT state FROM operations WHERE id = ? AND account_id = ?",
                             (op_id, account_id)).fetchone()
             if row is None:
                 raise NotFound(f"operation {op_id} not found")
-            if row[0] not in ("queued", "running"):
-                raise Conflict(f"operation {op_id} has already finished ({row[0]})")
-            c.execute("UPDATE operations SET state = 'cancelled', updated_at = ?, finished_at = ?, lease_until = 0 "
-                      "WHERE id = ?", (now, now, op_id))
+            if row[0] not in allowed:
+                raise Conflict(f"operation {op_id} is {row[0]}: it cannot {action}")
+            finished = now if target == "cancelled" else None
+            c.execute("UPDATE operations SET state = ?, updated_at = ?, finished_at = ?, lease_until = 0 "
+                      "WHERE id = ?", (target, now, finished, op_id))
             return c.execute(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (op_id,)).fetchone()
 
         return self._operation(await self._write(run))

@@ -17,6 +17,7 @@ from relay.store.views import (
     EventCount,
     JobState,
     MessageEvent,
+    StoredDelivery,
 )
 
 T = TypeVar("T")
@@ -33,6 +34,7 @@ _DEADLETTER = Columns(
 _DEADLETTER_SELECT = f"SELECT {_DEADLETTER.sql}{_DEADLETTER_FROM}"
 _ATTEMPT = Columns(AttemptRow, "id", "batch_id", "callback_id", "job_count", "at", "status", "latency_ms",
                    "error", "response_excerpt", "outcome")
+_STORED_DELIVERY = Columns(StoredDelivery, job_id="j.id", event_id="j.event_id", body="e.body")
 _JOB_STATE = Columns(JobState, "callback_id", "state", "attempts", "finished_at", "batch_id")
 
 
@@ -54,6 +56,16 @@ def _deadletter_filter(account_id: str, filters: dict[str, Any]) -> tuple[str, l
         clauses.append("LOWER(d.reason) LIKE ?")
         params.append(f"%{filters['reason'].lower()}%")
     return " AND ".join(clauses), params
+
+
+def _routed_filter(callback_id: str, since_ms: int, until_ms: int,
+                   event_types: Sequence[str] | None) -> tuple[str, list[Any]]:
+    where = "j.callback_id = ? AND e.timestamp_ms >= ? AND e.timestamp_ms < ?"
+    params: list[Any] = [callback_id, since_ms, until_ms]
+    if event_types:
+        where += f" AND e.type IN ({','.join('?' * len(event_types))})"
+        params += list(event_types)
+    return where, params
 
 
 class SqlOperations:
@@ -175,6 +187,24 @@ class SqlOperations:
                     for event_id, kind, ts, body in events]
 
         return await self._read(run)
+
+    # -- recovery -------------------------------------------------------------------------
+    async def count_routed(self, callback_id: str, since_ms: int, until_ms: int,
+                           event_types: Sequence[str] | None) -> int:
+        where, params = _routed_filter(callback_id, since_ms, until_ms, event_types)
+        row = await self._read(lambda c: c.execute(
+            f"SELECT COUNT(*) FROM jobs j JOIN events e ON e.id = j.event_id WHERE {where}", params).fetchone())
+        return int(row[0])
+
+    async def routed_page(self, callback_id: str, since_ms: int, until_ms: int, event_types: Sequence[str] | None,
+                          after_job_id: int, limit: int) -> list[StoredDelivery]:
+        """Events routed to the callback with an event time in [since, until), in job order (Kafka
+        order per partition, so per-key order holds), whatever became of them."""
+        where, params = _routed_filter(callback_id, since_ms, until_ms, event_types)
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {_STORED_DELIVERY.sql} FROM jobs j JOIN events e ON e.id = j.event_id "
+            f"WHERE {where} AND j.id > ? ORDER BY j.id LIMIT ?", (*params, after_job_id, limit)).fetchall())
+        return _STORED_DELIVERY.build_all(rows)
 
     # -- stats ----------------------------------------------------------------------------
     async def event_counts(self, account_id: str, since_ms: int, bucket_ms: int) -> list[EventCount]:

@@ -78,6 +78,15 @@ class MessageEvent:
     deliveries: tuple[JobState, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class StoredDelivery:
+    """An event as it was routed to a callback (any state): what a recovery sends again."""
+
+    job_id: int
+    event_id: str
+    body: bytes
+
+
 class EventCount(NamedTuple):
     type: str
     bucket_ms: int

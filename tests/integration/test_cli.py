@@ -6,11 +6,15 @@ import asyncio
 import json
 import os
 import sys
+import time
 from typing import Any
 
+import orjson
 import pytest
 
+from relay.samples import sample_event
 from tests.helpers.harness import ADMIN_KEY, RelayHarness
+from tests.helpers.kafka import produce
 from tests.helpers.polling import eventually
 from tests.helpers.receiver import RecordingReceiver
 
@@ -113,3 +117,35 @@ async def test_cli_dead_letters_and_message_status(kafka, tmp_path) -> None:  # 
     finally:
         await harness.close()
         await receiver.stop()
+
+
+async def test_cli_test_sends_limits_and_recovers_a_window(relay: RelayHarness, receiver: RecordingReceiver) -> None:
+    tenant = await relay.tenant()
+    callback = await tenant.add_callback(receiver, maxBatchSize=10)
+    await tenant.subscribe(callback["id"], ["TransactionalSendEvents.*"])
+    key = tenant.api.key
+
+    code, out, err = await relay_cli(relay, "callbacks", "test", callback["id"], "--type", "SmsDelivered", key=key)
+    assert code == 0 and "True" in out and "200" in out, (out, err)
+    assert receiver.delivered()[-1].headers["webhook-test"] == "true"
+
+    code, out, err = await relay_cli(relay, "callbacks", "limit", callback["id"], "--events-per-second", "500",
+                                     "--json", key=key)
+    assert code == 0, err
+    assert json.loads(out)["rateLimit"]["eventsPerSecond"] == 500
+
+    events = [sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"s{i}") for i in range(3)]
+    await produce(relay.settings.kafka_bootstrap, relay.topic, [orjson.dumps(e) for e in events])
+    await receiver.wait_events(4)
+    started = time.time() - 3600
+    code, out, err = await relay_cli(relay, "callbacks", "recover", callback["id"], "--since", str(started),
+                                     "--json", key=key)
+    assert code == 0, err
+    recovered = json.loads(out)
+    assert recovered["state"] == "done" and recovered["progress"] == {"done": 3, "total": 3}
+    assert len([r for r in receiver.delivered() if r.headers.get("webhook-recovered")]) >= 1
+
+    code, out, err = await relay_cli(relay, "operations", "list", "--kind", "recover", key=key)
+    assert code == 0 and recovered["id"] in out and "done" in out, (out, err)
+    code, _, err = await relay_cli(relay, "operations", "cancel", recovered["id"], key=key)
+    assert code != 0 and "409" in err
