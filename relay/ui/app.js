@@ -127,10 +127,105 @@ async function renderCallbacks() {
       cell(h.averageLatencyMs === null ? null : `${h.averageLatencyMs.toFixed(1)} ms`),
       cell(h.pending),
       cell(h.oldestPendingAgeSeconds === null ? null : `${Math.round(h.oldestPendingAgeSeconds)} s`),
+      cell(rateLimitText(cb)),
       cell(h.lastError ? `${h.lastError.status || ""} ${h.lastError.error || h.lastError.responseExcerpt || ""}` : null),
+      testCell(cb),
     );
     return tr;
   }));
+  const select = $("recover-callback");
+  const chosen = select.value;
+  select.replaceChildren(...data.filter((cb) => cb.verified).map((cb) => {
+    const option = document.createElement("option");
+    option.value = cb.id;
+    option.textContent = cb.name;
+    return option;
+  }));
+  if (chosen) select.value = chosen;
+}
+
+function rateLimitText(cb) {
+  const parts = [];
+  if (cb.rateLimit && cb.rateLimit.eventsPerSecond) parts.push(`${cb.rateLimit.eventsPerSecond} ev/s`);
+  if (cb.rateLimit && cb.rateLimit.requestsPerSecond) parts.push(`${cb.rateLimit.requestsPerSecond} req/s`);
+  if (cb.throttledUntil && cb.throttledUntil * 1000 > Date.now()) parts.push(`paused until ${when(cb.throttledUntil)}`);
+  return parts.join(", ") || null;
+}
+
+// A signed sample event, sent now; the endpoint's answer shows in the cell.
+function testCell(cb) {
+  if (!cb.verified) return cell("unverified");
+  const td = document.createElement("td");
+  const button = document.createElement("button");
+  button.textContent = "Send test";
+  button.className = "test-send";
+  const result = document.createElement("span");
+  result.className = "test-result";
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const r = await api("POST", `/v1/callbacks/${cb.id}/test`, {});
+      result.textContent = r.ok ? ` ${r.status} in ${Math.round(r.latencyMs)} ms`
+        : ` failed: ${r.status || ""} ${r.error || r.responseExcerpt || ""}`;
+      result.className = r.ok ? "test-result ok" : "test-result error";
+    } catch (error) {
+      result.textContent = ` ${error.message}`;
+      result.className = "test-result error";
+    }
+    button.disabled = false;
+  });
+  td.append(button, result);
+  return td;
+}
+
+// -- durable background operations: progress, pause, resume, cancel --
+async function renderOperations() {
+  const { data } = await api("GET", "/v1/operations?limit=20");
+  const shown = data.filter((op) => op.kind === "redrive" || op.kind === "recover");
+  $("operations-empty").hidden = shown.length > 0;
+  $("operations").querySelector("tbody").replaceChildren(...shown.map((op) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = op.id;
+    const total = op.progress.total === null ? "?" : op.progress.total;
+    const bar = document.createElement("progress");
+    bar.max = op.progress.total || 1;
+    bar.value = op.progress.done;
+    const progress = cell(` ${op.progress.done} / ${total}`, "progress");
+    progress.prepend(bar);
+    const actions = document.createElement("td");
+    for (const [action, states] of [["pause", ["queued", "running"]], ["resume", ["paused"]],
+                                    ["cancel", ["queued", "running", "paused"]]]) {
+      if (!states.includes(op.state)) continue;
+      const button = document.createElement("button");
+      button.textContent = action[0].toUpperCase() + action.slice(1);
+      button.className = `op-${action}`;
+      button.addEventListener("click", async () => {
+        button.disabled = true;
+        await api("POST", `/v1/operations/${op.id}/${action}`, {});
+        renderOperations();
+      });
+      actions.appendChild(button);
+    }
+    tr.append(cell(op.id), cell(op.kind), cell(op.state, op.state === "failed" ? "error" : ""), progress,
+              cell(op.etaSeconds === null || op.etaSeconds === undefined ? null : `${Math.ceil(op.etaSeconds)} s`),
+              cell(op.error), actions);
+    return tr;
+  }));
+}
+
+async function startRecovery(event) {
+  event.preventDefault();
+  $("recover-error").textContent = "";
+  const until = Date.now() / 1000;
+  try {
+    await api("POST", `/v1/callbacks/${$("recover-callback").value}/recover`, {
+      since: until - Number($("recover-minutes").value) * 60, until,
+      ratePerSecond: Number($("recover-rate").value),
+    });
+  } catch (error) {
+    $("recover-error").textContent = error.message;
+  }
+  await renderOperations();
 }
 
 // -- dead letters with a replay button --
@@ -176,7 +271,7 @@ async function search(event) {
 
 async function refresh() {
   try {
-    await Promise.all([renderCallbacks(), renderDeadLetters()]);
+    await Promise.all([renderCallbacks(), renderDeadLetters(), renderOperations()]);
   } catch (error) {
     console.warn("refresh failed", error.message);
   }
@@ -214,4 +309,5 @@ $("logout").addEventListener("click", () => {
   location.reload();
 });
 $("search-form").addEventListener("submit", (event) => search(event).catch((e) => console.warn(e.message)));
+$("recover-form").addEventListener("submit", (event) => startRecovery(event));
 if (apiKey) open();

@@ -106,3 +106,51 @@ async def test_dashboard_live_counts_search_and_replay(kafka: KafkaBroker, tmp_p
         await harness.close()
         await healthy.stop()
         await broken.stop()
+
+
+async def test_dashboard_test_send_rate_limit_and_a_recovery_with_pause(kafka: KafkaBroker, tmp_path: Path,
+                                                                        browser: Browser) -> None:
+    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path)).start()
+    receiver = await RecordingReceiver().start()
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(receiver, name="crm", maxBatchSize=1)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        await tenant.api.call("PATCH", f"/v1/callbacks/{cb['id']}", {"rateLimit": {"eventsPerSecond": 250}},
+                              expect=200)
+        await harness.refresh_routing()
+        await send(harness, tenant, [sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"s{i}")
+                                     for i in range(4)])
+        await receiver.wait_events(4)
+
+        context = await browser.new_context(viewport={"width": 1280, "height": 1400}, bypass_csp=True)
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(harness.base + "/ui")
+        await page.fill("#api-key", tenant.api.key)
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("#callbacks td:has-text('250 ev/s')")
+
+        await page.click("#callbacks button.test-send")
+        await page.wait_for_selector("#callbacks .test-result.ok:has-text('200 in')")
+        assert receiver.delivered()[-1].headers["webhook-test"] == "true"
+
+        await page.fill("#recover-minutes", "60")
+        await page.fill("#recover-rate", "1")
+        await page.click("#recover-form button[type=submit]")
+        row = "#operations tbody tr"
+        await page.wait_for_selector(f"{row} button.op-pause")
+        await page.click(f"{row} button.op-pause")
+        await page.wait_for_selector(f"{row} td:has-text('paused')")
+        await page.click(f"{row} button.op-resume")
+        await page.wait_for_selector(f"{row} td:has-text('done')", timeout=60_000)
+        assert "4 / 4" in (await page.text_content(f"{row} td.progress") or "")
+        recovered = [r for r in receiver.delivered() if r.headers.get("webhook-recovered") == "true"]
+        assert {e["eventId"] for r in recovered for e in r.json} >= {
+            e["eventId"] for r in receiver.delivered()[:4] for e in r.json}
+        assert errors == []
+        await context.close()
+    finally:
+        await harness.close()
+        await receiver.stop()
