@@ -194,19 +194,29 @@ class Ingest:
                 await asyncio.sleep(1.0)
 
     async def _rewind(self) -> None:
-        """Seek back to the last committed offsets so an uncommitted batch is not skipped."""
+        """Seek back to the last committed offsets so an uncommitted batch is not skipped. Until
+        that succeeds for every partition still assigned, nothing more is fetched: skipping the
+        rewind would let a later commit step over the failed batch."""
         consumer = self._consumer
         assert consumer is not None
-        for tp in consumer.assignment():
+        delay = _RETRY_FIRST
+        while not self._stopping:
             try:
-                committed = await consumer.committed(tp)
-            except KafkaError:
-                log.warning("rewind_failed", topic=tp.topic, partition=tp.partition)
-                continue
-            if committed is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, committed)
+                for tp in consumer.assignment():
+                    committed = await consumer.committed(tp)
+                    if tp not in consumer.assignment():
+                        continue  # revoked meanwhile: its next owner reads from the committed offset
+                    if committed is None:
+                        await consumer.seek_to_beginning(tp)
+                    else:
+                        consumer.seek(tp, committed)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("rewind_failed", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
 
     async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         writes = self._plan(batch)

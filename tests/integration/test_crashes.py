@@ -137,6 +137,50 @@ async def test_a_bulk_replay_resumes_after_kill_9(kafka: KafkaBroker, tmp_path: 
         await receiver.stop()
 
 
+async def test_a_recovery_resumes_after_kill_9_from_where_it_stopped(kafka: KafkaBroker, tmp_path: Path) -> None:
+    """Its cursor is in the store: the next instance continues after the last batch it recorded, in order."""
+    values = settings_values(kafka.bootstrap, tmp_path / "data", operation_lease="2s")
+    relay = RelayProcess(values, tmp_path / "relay.log")
+    receiver = await RecordingReceiver().start()
+    try:
+        await relay.start()
+        mid, key, callback_id = await register(relay.base, receiver, 1)
+        api = ApiClient(relay.base, key)
+        events = events_for(mid, 12, keys=3)
+        await produce(kafka.bootstrap, values["topics"][0], [orjson.dumps(e) for e in events],
+                      [e["info"]["subscriberKey"].encode() for e in events])
+        await receiver.wait_events(12, timeout=30)
+        _, started = await api.call("POST", f"/v1/callbacks/{callback_id}/recover",
+                                    {"since": 0, "until": 1e10, "ratePerSecond": 2}, expect=202)
+
+        async def under_way() -> Any:
+            _, op = await api.call("GET", f"/v1/operations/{started['id']}")
+            return op["progress"]["done"] >= 2
+
+        await eventually(under_way, what="the recovery making progress")
+        relay.kill()
+        await relay.start()
+
+        async def finished() -> Any:
+            _, op = await api.call("GET", f"/v1/operations/{started['id']}")
+            return op if op["state"] == "done" else None
+
+        op = await eventually(finished, timeout=60, what="the recovery finishing after the restart")
+        recovered = [e for r in receiver.delivered() if r.headers.get("webhook-recovered") for e in r.json]
+        assert {e["eventId"] for e in recovered} == {e["eventId"] for e in receiver.delivered_events()}
+        assert len(recovered) <= 12 + 2, "a restart re-sent more than the batch it had in hand"
+        assert op["progress"]["done"] >= 12
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for event in recovered:
+            by_key[event["info"]["subscriberKey"]].append(event["info"]["messageKey"])
+        for key_name, keys in by_key.items():
+            assert list(dict.fromkeys(keys)) == sorted(dict.fromkeys(keys)), key_name
+        await api.close()
+    finally:
+        relay.ensure_stopped()
+        await receiver.stop()
+
+
 async def test_sigterm_finishes_in_flight_work_and_exits_cleanly(kafka: KafkaBroker, tmp_path: Path) -> None:
     values = settings_values(kafka.bootstrap, tmp_path / "data")
     relay = RelayProcess(values, tmp_path / "relay.log")
