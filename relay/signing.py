@@ -113,3 +113,13 @@ def delivery_headers(
     if ens and keys.hmac_keys:
         headers["x-sfmc-ens-signature"] = ens_signature(keys.hmac_keys[0], body)
     return headers
+
+
+def webhook_id(scope: str, event_ids: list[str]) -> str:
+    """Derived from what is sent (and to whom, or for which recovery), so sending the same events
+    again in the same scope keeps the same id — across retries, restarts and hand-overs."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(scope.encode())
+    for event_id in event_ids:
+        digest.update(b"\x00" + event_id.encode())
+    return "msg_" + base64.b32encode(digest.digest()).decode().rstrip("=").lower()

@@ -9,9 +9,7 @@ requests in flight, and hands each result to the outcomes.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -32,13 +30,12 @@ from relay.delivery.ratelimit import Limiter
 from relay.delivery.retry import RetryPolicy
 from relay.delivery.window import Window
 from relay.metrics import METRICS
-from relay.signing import SigningKeys, delivery_headers
+from relay.signing import SigningKeys, delivery_headers, webhook_id
 from relay.store.base import Store
 from relay.store.models import AttemptRecord, Callback, DeliveryResult, Job
 from relay.supervisor import Supervisor
 
 log = structlog.get_logger("relay.delivery")
-
 
 
 @dataclass(frozen=True)
@@ -48,15 +45,6 @@ class LaneConfig:
     linger: float = 0.005
     timeout: float = 10.0
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
-
-
-def webhook_id(callback_id: str, event_ids: list[str]) -> str:
-    """Derived from what is sent, so the same events to the same callback keep the same id."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(callback_id.encode())
-    for event_id in event_ids:
-        digest.update(b"\x00" + event_id.encode())
-    return "msg_" + base64.b32encode(digest.digest()).decode().rstrip("=").lower()
 
 
 class Lane:

@@ -17,8 +17,8 @@ import structlog
 
 from relay.delivery.direct import post_signed
 from relay.delivery.http import DeliveryClient
-from relay.delivery.lane import webhook_id
 from relay.operations.runner import Step
+from relay.signing import webhook_id
 from relay.store.base import Store
 from relay.store.models import Operation
 

@@ -76,11 +76,14 @@ class SqlDurableOperations:
         """Take the oldest due operation nobody holds a live lease on (conditional update: of two
         instances racing for one row, one wins)."""
 
+        candidates = await self._read(lambda c: c.execute(
+            "SELECT id FROM operations WHERE state IN ('queued', 'running') AND not_before <= ? "
+            "AND lease_until < ? ORDER BY created_at LIMIT 5", (now, now),
+        ).fetchall())
+        if not candidates:
+            return None  # the common case: polled with a read, the writer left alone
+
         def run(c: Any) -> Any:
-            candidates = c.execute(
-                "SELECT id FROM operations WHERE state IN ('queued', 'running') AND not_before <= ? "
-                "AND lease_until < ? ORDER BY created_at LIMIT 5", (now, now),
-            ).fetchall()
             for (op_id,) in candidates:
                 claimed = c.execute(
                     "UPDATE operations SET state = 'running', lease_owner = ?, lease_until = ?, updated_at = ? "
