@@ -23,6 +23,7 @@ from relay.config import Settings
 from relay.crypto import SecretBox, load_master_key
 from relay.delivery.circuit import CircuitConfig
 from relay.delivery.dispatcher import Dispatcher
+from relay.delivery.endpoint import EndpointSender
 from relay.delivery.http import DeliveryClient, UrlPolicy
 from relay.delivery.lane import LaneConfig
 from relay.delivery.outcomes import Outcomes, OutcomeTopics
@@ -71,11 +72,12 @@ class Relay:
         await self.router.start()
         self.client = DeliveryClient(UrlPolicy(s.url_allowlist), s.global_max_in_flight, resolver=self._resolver)
         await self.client.start()
+        self.sender = EndpointSender(self.client, self._clock)
         self.publisher = Publisher(s.kafka_bootstrap)
         await self.publisher.start()
 
         self.dispatcher = Dispatcher(
-            self.store, self.client, self.router.callback,
+            self.store, self.sender, self.router.callback,
             RetryPolicy(s.retry_schedule, s.retry_max_age, s.retry_after_max),
             LaneConfig(
                 s.lane_max_in_flight, s.lane_window, s.batch_linger, s.delivery_timeout,
@@ -97,8 +99,8 @@ class Relay:
         self.operations = OperationRunner(
             self.store,
             [Redrive(self.store, self.dispatcher.requeue, self._clock),
-             Recover(self.store, self.client, self._clock),
-             Handshake(self.store, self.client, self._clock),
+             Recover(self.store, self.sender, self._clock),
+             Handshake(self.store, self.sender, self._clock),
              ReleaseHeld(self.store, self.dispatcher.requeue)],
             self.supervisor, clock=self._clock, lease=s.operation_lease,
         )
@@ -107,7 +109,7 @@ class Relay:
         ctx = ApiContext(s, self.store, self.client, self.router,
                          readiness={"kafka": self._kafka_ready, "ingest": self._ingest_ready}, clock=self._clock,
                          requeue=self.dispatcher.requeue, circuit_state=self._circuit_state,
-                         operations=self.operations)
+                         operations=self.operations, sender=self.sender)
         # Long-lived streams (the activity stream) must not hold a shutdown for long.
         self._runner = await serve_app(build_api(ctx), s.api_host_port, "RELAY_API_LISTEN")
         if s.metrics_host_port is not None:

@@ -142,16 +142,66 @@ def callbacks() -> None:
 @click.argument("url")
 @click.option("--max-batch-size", type=click.IntRange(1, 1000), default=1000, show_default=True)
 @click.option("--ens-signature", is_flag=True, help="Also send x-sfmc-ens-signature.")
+@click.option("--ed25519", is_flag=True, help="Also sign with Ed25519 (v1a); the public key is shown.")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=None, help="Seconds per POST.")
+@click.option("--retry-schedule", default=None, help="Waits in seconds, comma-separated (e.g. 0,5,30,300).")
+@click.option("--max-in-flight", type=click.IntRange(1, 256), default=None, help="Concurrent POSTs.")
+@click.option("--events-per-second", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Rate limit across all instances.")
+@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="A static header (repeatable).")
+@click.option("--oauth2-token-url", default=None, help="OAuth2 client credentials: the token endpoint.")
+@click.option("--oauth2-client-id", default=None)
+@click.option("--oauth2-client-secret", envvar="RELAY_OAUTH2_CLIENT_SECRET", default=None,
+              help="Or RELAY_OAUTH2_CLIENT_SECRET.")
+@click.option("--oauth2-scope", default=None)
+@click.option("--mtls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Client certificate (PEM file) for mTLS.")
+@click.option("--mtls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="Its key (PEM file).")
+@click.option("--mtls-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CA bundle (PEM file) the endpoint's certificate is checked against.")
 @_api_options()
-def callbacks_create(name: str, url: str, max_batch_size: int, ens_signature: bool, api: str,
-                     key: str, as_json: bool) -> None:
+def callbacks_create(name: str, url: str, max_batch_size: int, ens_signature: bool, ed25519: bool,
+                     timeout: float | None, retry_schedule: str | None, max_in_flight: int | None,
+                     events_per_second: float | None, headers: tuple[str, ...], oauth2_token_url: str | None,
+                     oauth2_client_id: str | None, oauth2_client_secret: str | None, oauth2_scope: str | None,
+                     mtls_cert: str | None, mtls_key: str | None, mtls_ca: str | None, api: str, key: str,
+                     as_json: bool) -> None:
     """Register URL; Relay sends it a verification key (see `relay callbacks verify`)."""
     client = Api(api, key, as_json)
-    client.show(client.call("POST", "/v1/callbacks", {
-        "name": name, "url": url, "maxBatchSize": max_batch_size, "ensSignature": ens_signature,
-    }), ("id", "name", "url", "verified", "secret"))
+    body: dict[str, Any] = {"name": name, "url": url, "maxBatchSize": max_batch_size,
+                            "ensSignature": ens_signature, "ed25519": ed25519}
+    if timeout is not None:
+        body["timeout"] = timeout
+    if retry_schedule:
+        try:
+            body["retrySchedule"] = [float(v) for v in retry_schedule.split(",")]
+        except ValueError:
+            raise click.BadParameter("comma-separated seconds", param_hint="--retry-schedule") from None
+    if max_in_flight is not None:
+        body["maxInFlight"] = max_in_flight
+    if events_per_second is not None:
+        body["rateLimit"] = {"eventsPerSecond": events_per_second}
+    if headers:
+        pairs = [h.partition("=") for h in headers]
+        if any(not sep for _, sep, _ in pairs):
+            raise click.BadParameter("NAME=VALUE", param_hint="--header")
+        body["headers"] = {n: v for n, _, v in pairs}
+    if oauth2_token_url:
+        body["oauth2"] = {"tokenUrl": oauth2_token_url, "clientId": oauth2_client_id,
+                          "clientSecret": oauth2_client_secret, "scope": oauth2_scope}
+    if mtls_cert or mtls_key:
+        if not (mtls_cert and mtls_key):
+            raise click.UsageError("--mtls-cert and --mtls-key go together")
+        body["mtls"] = {"certificate": _read(mtls_cert), "key": _read(mtls_key),
+                        "ca": _read(mtls_ca) if mtls_ca else None}
+    client.show(client.call("POST", "/v1/callbacks", body), ("id", "name", "url", "verified", "secret"))
     if not as_json:
         click.echo("The secret is shown once: store it now.", err=True)
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
 
 
 @callbacks.command("list")

@@ -14,7 +14,10 @@ from relay.api.inputs import check_json_body, check_json_values
 MISSING: Any = object()
 
 
-async def read_object(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+async def read_object(request: web.Request, allowed: set[str],
+                      multiline: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The body as a JSON object of ``allowed`` fields. Strings hold no control character, except
+    line breaks and tabs in the ``multiline`` fields (dotted paths, e.g. ``mtls.key`` for PEM)."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -26,7 +29,7 @@ async def read_object(request: web.Request, allowed: set[str]) -> dict[str, Any]
         raise bad_request(f"body is not valid JSON: {exc}", code="malformed_json") from None
     if not isinstance(data, dict):
         raise bad_request("body must be a JSON object")
-    check_json_values(data)
+    check_json_values(data, multiline)
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise bad_request(f"unknown field {unknown[0]!r}", field=unknown[0], code="unknown_field")

@@ -19,6 +19,7 @@ from aiohttp import web
 from relay.api import body
 from relay.api.auth import require_account
 from relay.api.context import ApiContext, context, operations, registry_changed
+from relay.api.endpoint_auth import AUTH_FIELDS, PEM_FIELDS, auth_json, endpoint_auth
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.crypto import hash_api_key
 from relay.delivery.http import UnsafeUrl
@@ -31,7 +32,7 @@ from relay.signing import (
     public_key,
 )
 from relay.store.base import PreconditionFailed
-from relay.store.models import Callback, DeliveryOptions, SigningSecret
+from relay.store.models import Callback, DeliveryOptions, EndpointAuth, SigningSecret
 
 log = structlog.get_logger("relay.api.callbacks")
 routes = web.RouteTableDef()
@@ -42,7 +43,7 @@ VERIFICATION_TTL = 4 * 3600.0
 OPTION_FIELDS = {"timeout", "retrySchedule", "retryMaxAge", "maxInFlight", "rateLimit"}
 RATE_FIELDS = {"eventsPerSecond": "rate_events", "requestsPerSecond": "rate_requests"}
 MAX_RATE = 100_000.0
-CREATE_FIELDS = {"name", "url", "maxBatchSize", "ensSignature", "ed25519", *OPTION_FIELDS}
+CREATE_FIELDS = {"name", "url", "maxBatchSize", "ensSignature", "ed25519", *OPTION_FIELDS, *AUTH_FIELDS}
 UPDATE_FIELDS = CREATE_FIELDS | {"enabled"}
 
 
@@ -67,6 +68,7 @@ def callback_json(callback: Callback) -> dict[str, Any]:
         "maxInFlight": callback.options.max_in_flight,
         "rateLimit": _rate_limit_json(callback.options),
         "throttledUntil": callback.throttled_until,
+        "auth": auth_json(callback.auth),
     }
 
 
@@ -158,7 +160,7 @@ async def check_callback_url(ctx: ApiContext, url: str) -> None:
 async def create_callback(request: web.Request) -> web.Response:
     account = require_account(request)
     ctx = context(request)
-    data = await body.read_object(request, CREATE_FIELDS)
+    data = await body.read_object(request, CREATE_FIELDS, PEM_FIELDS)
     name = body.string(data, "name")
     url = body.string(data, "url", max_len=2000)
     max_batch = body.integer(data, "maxBatchSize", default=1000, low=1, high=1000)
@@ -166,6 +168,7 @@ async def create_callback(request: web.Request) -> web.Response:
     ed25519 = body.boolean(data, "ed25519", default=False)
     options = delivery_options(data, DeliveryOptions())
     await check_callback_url(ctx, url)
+    auth = await endpoint_auth(ctx, data, EndpointAuth())
     now = ctx.clock()
     secret = new_secret()
     keys = [SigningSecret(secret, now)]
@@ -173,7 +176,7 @@ async def create_callback(request: web.Request) -> web.Response:
         keys.append(SigningSecret(new_signing_key(), now))
     callback = Callback(
         id=new_id("cb"), account_id=account.id, name=name, url=url, max_batch_size=max_batch,
-        secrets=tuple(keys), verified=False, ens_signature=ens, created_at=now, options=options,
+        secrets=tuple(keys), verified=False, ens_signature=ens, created_at=now, options=options, auth=auth,
     )
     await ctx.store.create_callback(callback)
     await start_handshake(ctx, callback)
@@ -247,7 +250,7 @@ async def update_callback(request: web.Request) -> web.Response:
     change conditional: 412 if the callback changed since, e.g. the relay disabled it."""
     account = require_account(request)
     ctx = context(request)
-    data = await body.read_object(request, UPDATE_FIELDS)
+    data = await body.read_object(request, UPDATE_FIELDS, PEM_FIELDS)
     url_changed = False
 
     async def change(callback: Callback) -> tuple[Callback, dict[str, Any]]:
@@ -255,6 +258,8 @@ async def update_callback(request: web.Request) -> web.Response:
         changes: dict[str, Any] = {}
         if OPTION_FIELDS & set(data):
             changes["options"] = delivery_options(data, callback.options)
+        if AUTH_FIELDS & set(data):
+            changes["auth"] = await endpoint_auth(ctx, data, callback.auth)
         if "name" in data:
             changes["name"] = body.string(data, "name")
         if "maxBatchSize" in data:

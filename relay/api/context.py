@@ -10,6 +10,7 @@ from aiohttp import web
 
 from relay.api.errors import ApiError
 from relay.config import Settings
+from relay.delivery.endpoint import EndpointSender
 from relay.delivery.http import DeliveryClient
 from relay.operations import OperationRunner
 from relay.routing import Router
@@ -27,6 +28,7 @@ class ApiContext:
     requeue: Callable[[str], None] | None = None
     circuit_state: Callable[[str], str | None] | None = None
     operations: OperationRunner | None = None
+    sender: EndpointSender | None = None
 
 
 CONTEXT = web.AppKey("relay_context", ApiContext)
@@ -41,6 +43,13 @@ def operations(ctx: ApiContext) -> OperationRunner:
     if ctx.operations is None:
         raise ApiError(503, "unavailable", "background operations are not running on this instance")
     return ctx.operations
+
+
+def sender(ctx: ApiContext) -> EndpointSender:
+    """Sends from the API (test sends) authenticate like deliveries; one token cache per instance."""
+    if ctx.sender is None:
+        ctx.sender = EndpointSender(ctx.client, ctx.clock)
+    return ctx.sender
 
 
 async def registry_changed(ctx: ApiContext) -> None:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from relay.api import body
 from relay.api.auth import require_account
-from relay.api.context import ApiContext, context, operations
+from relay.api.context import ApiContext, context, operations, sender
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.api.operations import operation_json
 from relay.delivery.direct import post_signed
@@ -87,7 +87,7 @@ async def test_send(request: web.Request) -> web.Response:
     event = {"eventId": "test_" + secrets.token_hex(12), **sample_event(event_type, mid=account.mid)}
     payload = orjson.dumps([event])
     webhook_id = "test_" + secrets.token_hex(12)
-    outcome = await post_signed(ctx.client, callback, payload, webhook_id, ctx.clock(),
+    outcome = await post_signed(sender(ctx), callback, payload, webhook_id, ctx.clock(),
                                 callback.options.timeout or TEST_TIMEOUT, {"webhook-test": "true"})
     return json_response({
         "ok": outcome.ok, "status": outcome.status, "latencyMs": round(outcome.latency_ms, 2),

@@ -19,6 +19,7 @@ from relay.jsonwalk import INT64_MAX, out_of_int64, walk_json
 
 MAX_QUERY_CHARS = 4096
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def has_control(text: str) -> bool:
@@ -45,9 +46,10 @@ def check_json_body(request: web.Request, raw: bytes) -> None:
                        f"send the body as application/json, not {request.content_type or 'no content type'}")
 
 
-def check_json_values(data: Any) -> None:
+def check_json_values(data: Any, multiline: frozenset[str] = frozenset()) -> None:
     for path, item in walk_json(data):
-        if isinstance(item, str) and has_control(item):
+        control = _CONTROL_BUT_LINES if path in multiline else _CONTROL
+        if isinstance(item, str) and control.search(item):
             raise bad_request(f"{path} contains a control character", field=path)
         if out_of_int64(item):
             raise bad_request(f"{path} is beyond the signed 64-bit range", field=path)

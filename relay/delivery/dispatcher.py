@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from relay.delivery.http import DeliveryClient
+from relay.delivery.endpoint import EndpointSender
 from relay.delivery.lane import Lane, LaneConfig
 from relay.delivery.outcomes import LaneEvent, LaneEventSink
 from relay.delivery.retry import RetryPolicy
@@ -36,7 +36,7 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
-        client: DeliveryClient,
+        sender: EndpointSender,
         callbacks: Callable[[str], Callback | None],
         policy: RetryPolicy,
         lane_config: LaneConfig,
@@ -46,7 +46,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._client = client
+        self._sender = sender
         self._callbacks = callbacks
         self._policy = policy
         self._lane_config = lane_config
@@ -152,7 +152,7 @@ class Dispatcher:
         lane = self._lanes.get(callback_id)
         if lane is None:
             lane = Lane(
-                callback_id, callback=self._callbacks, store=self._store, client=self._client,
+                callback_id, callback=self._callbacks, store=self._store, sender=self._sender,
                 policy=self._policy, config=self._lane_config, global_slots=self._slots,
                 report=self._on_result, notify=self._on_lane_event, owned=lambda: self._owned, share=self.share,
                 clock=self._clock,

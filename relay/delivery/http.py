@@ -6,9 +6,11 @@ is registered, so a DNS name that later points at 127.0.0.1 or 169.254.169.254 i
 
 from __future__ import annotations
 
+import base64
 import errno
 import ipaddress
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -19,6 +21,7 @@ from aiohttp.resolver import DefaultResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 EXCERPT_BYTES = 1024
+FORM_REPLY_BYTES = 64 * 1024
 
 
 class UnsafeUrl(ValueError):
@@ -150,14 +153,15 @@ class DeliveryClient:
         self._session = None
 
     async def post(self, url: str, body: bytes, headers: dict[str, str],
-                   timeout: float) -> HttpOutcome:
+                   timeout: float, tls: ssl.SSLContext | None = None) -> HttpOutcome:
+        """``tls`` replaces the default TLS settings for this request (a client certificate, a CA)."""
         assert self._session is not None, "client not started"
         started = time.perf_counter()
         try:
             self.policy.check_url(url)
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=aiohttp.ClientTimeout(total=timeout), ssl=True if tls is None else tls,
             ) as response:
                 raw = await response.content.read(EXCERPT_BYTES)
                 return HttpOutcome(
@@ -173,9 +177,25 @@ class DeliveryClient:
         except (aiohttp.ClientError, OSError) as exc:
             return self._failed(started, f"{type(exc).__name__}: {exc}")
 
+    async def post_form(self, url: str, fields: dict[str, str], user: str, password: str,
+                        timeout: float) -> tuple[int, bytes]:
+        """A form POST with HTTP Basic credentials (an OAuth2 token request), under the same URL
+        rules; the status and up to ``FORM_REPLY_BYTES`` of the answer. Raises on no answer."""
+        assert self._session is not None, "client not started"
+        self.policy.check_url(url)
+        async with self._session.post(
+            url, data=fields, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout),
+            headers={"accept": "application/json", "authorization": _basic(user, password)},
+        ) as response:
+            return response.status, await response.content.read(FORM_REPLY_BYTES)
+
     @staticmethod
     def _failed(started: float, error: str) -> HttpOutcome:
         return HttpOutcome(None, (time.perf_counter() - started) * 1000, error=error[:500])
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _retry_after(value: str | None) -> float | None:

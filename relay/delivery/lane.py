@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from relay.delivery.circuit import CircuitBreaker, CircuitConfig
-from relay.delivery.http import DeliveryClient, HttpOutcome
+from relay.delivery.endpoint import EndpointSender
+from relay.delivery.http import HttpOutcome
 from relay.delivery.outcomes import (
     CircuitClosed,
     CircuitOpened,
@@ -54,7 +55,7 @@ class Lane:
         *,
         callback: Callable[[str], Callback | None],
         store: Store,
-        client: DeliveryClient,
+        sender: EndpointSender,
         policy: RetryPolicy,
         config: LaneConfig,
         global_slots: asyncio.Semaphore,
@@ -68,7 +69,7 @@ class Lane:
         self._owned = owned
         self._callback = callback
         self._store = store
-        self._client = client
+        self._sender = sender
         self._default_policy = policy
         self._config = config
         self._slots = global_slots
@@ -221,7 +222,7 @@ class Lane:
             keys = SigningKeys.from_secrets(s.secret for s in callback.active_secrets(now))
             headers = delivery_headers(keys, msg_id, int(now), body, ens=callback.ens_signature)
             timeout = callback.options.timeout or self._config.timeout
-            outcome = await self._client.post(callback.url, body, headers, timeout)
+            outcome = await self._sender.post(callback, body, headers, timeout)
             self._settle(callback, batch, msg_id, outcome)
         except Exception:
             log.exception("delivery_crashed", callback_id=callback.id, batch_size=len(batch))

@@ -9,7 +9,7 @@ import orjson
 import structlog
 
 from relay.delivery.direct import post_signed
-from relay.delivery.http import DeliveryClient
+from relay.delivery.endpoint import EndpointSender
 from relay.operations.runner import Step
 from relay.store.base import NotFound, Store
 from relay.store.models import Operation
@@ -57,9 +57,9 @@ class Handshake:
 
     name = "handshake"
 
-    def __init__(self, store: Store, client: DeliveryClient, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, sender: EndpointSender, clock: Callable[[], float] = time.time) -> None:
         self._store = store
-        self._client = client
+        self._sender = sender
         self._clock = clock
 
     async def step(self, op: Operation) -> Step:
@@ -70,7 +70,7 @@ class Handshake:
         if callback.verified:
             return Step(finished=True)
         payload = orjson.dumps({"callbackId": callback.id, "verificationKey": op.params["verificationKey"]})
-        outcome = await post_signed(self._client, callback, payload, f"verify_{callback.id}", self._clock(),
+        outcome = await post_signed(self._sender, callback, payload, f"verify_{callback.id}", self._clock(),
                                     HANDSHAKE_TIMEOUT)
         log.info("verification_sent", callback_id=callback.id, operation_id=op.id, status=outcome.status,
                  error=outcome.error)

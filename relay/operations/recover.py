@@ -16,7 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from relay.delivery.direct import post_signed
-from relay.delivery.http import DeliveryClient
+from relay.delivery.endpoint import EndpointSender
 from relay.operations.runner import Step
 from relay.signing import webhook_id
 from relay.store.base import Store
@@ -35,9 +35,9 @@ class RecoveryFailed(Exception):
 class Recover:
     name = "recover"
 
-    def __init__(self, store: Store, client: DeliveryClient, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, sender: EndpointSender, clock: Callable[[], float] = time.time) -> None:
         self._store = store
-        self._client = client
+        self._sender = sender
         self._clock = clock
         self._failures: dict[str, int] = {}
 
@@ -61,7 +61,7 @@ class Recover:
             return Step(total=total, finished=True)
         body = b"[" + b",".join(item.body for item in items) + b"]"
         msg_id = webhook_id(f"{callback.id}/{op.id}", [item.event_id for item in items])
-        outcome = await post_signed(self._client, callback, body, msg_id, self._clock(),
+        outcome = await post_signed(self._sender, callback, body, msg_id, self._clock(),
                                     callback.options.timeout or TIMEOUT, {"webhook-recovered": "true"})
         if not outcome.ok:
             failures = self._failures.get(op.id, 0) + 1

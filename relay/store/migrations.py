@@ -182,6 +182,11 @@ STEPS: tuple[str, ...] = (
     """
     ALTER TABLE callbacks ADD COLUMN throttled_until {real}
     """,
+    # 7: how Relay authenticates to the endpoint (custom headers, OAuth2 client credentials, mTLS),
+    #    sealed like signing secrets
+    """
+    ALTER TABLE callbacks ADD COLUMN auth {blob}
+    """,
 )
 
 
@@ -195,8 +200,8 @@ _TYPES = {
 }
 # Which steps make up each version, per dialect (1-based step numbers).
 _VERSIONS = {
-    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,)),
-    "postgres": ((1, 2), (3,), (4,), (5,), (6,)),
+    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,)),
+    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,)),
 }
 
 

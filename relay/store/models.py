@@ -78,6 +78,60 @@ class DeliveryOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class OAuth2Client:
+    """OAuth 2.0 client credentials: Relay fetches a token and sends it as ``Authorization: Bearer``."""
+
+    token_url: str
+    client_id: str
+    client_secret: str
+    scope: str | None = None
+    audience: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """mTLS: a client certificate and key (PEM), and optionally the CA bundle the endpoint's
+    certificate is checked against instead of the system's."""
+
+    certificate: str
+    key: str
+    ca: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointAuth:
+    """How Relay authenticates to an endpoint. Sealed at rest as a whole: headers may carry tokens."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    oauth2: OAuth2Client | None = None
+    mtls: ClientCertificate | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.headers) or self.oauth2 is not None or self.mtls is not None
+
+    def stored(self) -> dict[str, Any]:
+        o, m = self.oauth2, self.mtls
+        return {
+            "headers": [list(h) for h in self.headers],
+            "oauth2": None if o is None else {"tokenUrl": o.token_url, "clientId": o.client_id,
+                                              "clientSecret": o.client_secret, "scope": o.scope,
+                                              "audience": o.audience},
+            "mtls": None if m is None else {"certificate": m.certificate, "key": m.key, "ca": m.ca},
+        }
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> EndpointAuth:
+        o, m = data.get("oauth2"), data.get("mtls")
+        return cls(
+            headers=tuple((str(n), str(v)) for n, v in data.get("headers") or ()),
+            oauth2=None if o is None else OAuth2Client(o["tokenUrl"], o["clientId"], o["clientSecret"],
+                                                       o.get("scope"), o.get("audience")),
+            mtls=None if m is None else ClientCertificate(m["certificate"], m["key"], m.get("ca")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Callback:
     id: str
     account_id: str
@@ -93,6 +147,7 @@ class Callback:
     options: DeliveryOptions = field(default_factory=lambda: DeliveryOptions())
     failing_since: float | None = None
     throttled_until: float | None = None  # a 429's Retry-After: no sends before, on any instance
+    auth: EndpointAuth = field(default_factory=EndpointAuth)
     version: int = 1  # grows with every change of settings, secrets or enabled state (the ETag)
 
     def active_secrets(self, now: float) -> list[SigningSecret]:

@@ -24,6 +24,7 @@ from relay.store.models import (
     Callback,
     DeliveryOptions,
     DeliveryResult,
+    EndpointAuth,
     IncomingEvent,
     Job,
     NewJob,
@@ -164,6 +165,17 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         items = orjson.loads(self._box.open(sealed, context=callback_id.encode()))
         return tuple(SigningSecret(i["s"], i["c"], i["e"]) for i in items)
 
+    def _seal_auth(self, callback_id: str, auth: EndpointAuth) -> bytes | None:
+        if not auth.configured:
+            return None
+        return self._box.seal(orjson.dumps(auth.stored()), context=f"auth:{callback_id}".encode())
+
+    def _open_auth(self, callback_id: str, sealed: bytes | None) -> EndpointAuth:
+        if sealed is None:
+            return EndpointAuth()
+        plain = self._box.open(bytes(sealed), context=f"auth:{callback_id}".encode())
+        return EndpointAuth.from_stored(orjson.loads(plain))
+
     async def create_callback(self, callback: Callback) -> None:
         sealed = self._seal_secrets(callback.id, callback.secrets)
 
@@ -171,13 +183,14 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             c.execute(
                 "INSERT INTO callbacks (id, account_id, name, url, max_batch_size, secrets, "
                 "verified, enabled, disabled_reason, ens_signature, created_at, delivery_options, "
-                "failing_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "failing_since, auth) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     callback.id, callback.account_id, callback.name, callback.url,
                     callback.max_batch_size, sealed, int(callback.verified),
                     int(callback.enabled), callback.disabled_reason,
                     int(callback.ens_signature), callback.created_at,
                     orjson.dumps(callback.options.stored()), callback.failing_since,
+                    self._seal_auth(callback.id, callback.auth),
                 ),
             )
             _bump_version(c)
@@ -193,6 +206,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             ens_signature=bool(r["ens_signature"]), created_at=r["created_at"],
             options=DeliveryOptions.from_stored(orjson.loads(r["delivery_options"])),
             failing_since=r["failing_since"], throttled_until=r["throttled_until"], version=r["version"],
+            auth=self._open_auth(r["id"], r["auth"]),
         )
 
     async def get_callback(self, callback_id: str, account_id: str | None = None) -> Callback:
@@ -225,6 +239,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             "enabled": lambda cb: int(cb.enabled), "disabled_reason": lambda cb: cb.disabled_reason,
             "ens_signature": lambda cb: int(cb.ens_signature),
             "options": lambda cb: orjson.dumps(cb.options.stored()),
+            "auth": lambda cb: self._seal_auth(cb.id, cb.auth),
         }
         unknown = set(fields) - set(columns)
         if unknown:
@@ -614,7 +629,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
 _CALLBACK_FIELDS = ("id", "account_id", "name", "url", "max_batch_size", "secrets", "verified", "enabled",
                     "disabled_reason", "ens_signature", "created_at", "delivery_options", "failing_since", "version",
-                    "throttled_until")
+                    "throttled_until", "auth")
 _CALLBACK_COLUMNS = ", ".join(_CALLBACK_FIELDS)
 _SUBSCRIPTION_FIELDS = ("id", "account_id", "name", "callback_id", "event_types", "filters", "status",
                         "status_reason", "ordering", "created_at", "on_pause")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class RecordingReceiver:
     requests: list[Received] = field(default_factory=list)
     handshakes: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
+    tls: ssl.SSLContext | None = None  # serve https (e.g. requiring a client certificate)
     _runner: web.AppRunner | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -54,10 +56,10 @@ class RecordingReceiver:
         app.router.add_post("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}/hook"
         return self
 
     async def stop(self) -> None:
