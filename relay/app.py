@@ -100,7 +100,7 @@ class Relay:
             self.store,
             [Redrive(self.store, self.dispatcher.requeue, self._clock),
              Recover(self.store, self.sender, self._clock),
-             Handshake(self.store, self.sender, self._clock),
+             Handshake(self.store, self.sender, self._clock, s.webhook_origin),
              ReleaseHeld(self.store, self.dispatcher.requeue)],
             self.supervisor, clock=self._clock, lease=s.operation_lease,
         )

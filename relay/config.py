@@ -188,6 +188,8 @@ class Settings:
     data_dir: str = setting("./.relay", _str, "Data directory: SQLite store, generated master key, local Kafka.")
     store_url: str = setting("", _optional_store_url, "Store location; empty means sqlite:///<data_dir>/relay.db.")
     api_listen: str = setting("127.0.0.1:8080", _host_port, "Address of the REST API, dashboard and /metrics.")
+    webhook_origin: str = setting("relay.invalid", str,
+        "The DNS name Relay gives as WebHook-Request-Origin in the CloudEvents validation handshake.")
     metrics_listen: str = setting("", _optional_host_port,
         "Serve /metrics on this host:port instead of the API's (keeps it off a public API port).")
     metrics_per_callback: bool = setting(True, _bool,

@@ -23,6 +23,7 @@ from relay.api.endpoint_auth import AUTH_FIELDS, PEM_FIELDS, auth_json, endpoint
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.crypto import hash_api_key
 from relay.delivery.http import UnsafeUrl
+from relay.delivery.shape import FORMATS, TransformError, compile_transformation
 from relay.ids import new_id
 from relay.operations import Handshake
 from relay.signing import (
@@ -36,11 +37,13 @@ from relay.store.models import Callback, DeliveryOptions, EndpointAuth, SigningS
 
 log = structlog.get_logger("relay.api.callbacks")
 routes = web.RouteTableDef()
+# One callback by id; "transform-preview" is a route of its own (controls.py), not an id.
+ONE_CALLBACK = "/v1/callbacks/{id:(?!transform-preview$)[^/]+}"
 
 VERIFICATION_TTL = 4 * 3600.0
 
 
-OPTION_FIELDS = {"timeout", "retrySchedule", "retryMaxAge", "maxInFlight", "rateLimit"}
+OPTION_FIELDS = {"timeout", "retrySchedule", "retryMaxAge", "maxInFlight", "rateLimit", "transformation", "format"}
 RATE_FIELDS = {"eventsPerSecond": "rate_events", "requestsPerSecond": "rate_requests"}
 MAX_RATE = 100_000.0
 CREATE_FIELDS = {"name", "url", "maxBatchSize", "ensSignature", "ed25519", *OPTION_FIELDS, *AUTH_FIELDS}
@@ -67,6 +70,8 @@ def callback_json(callback: Callback) -> dict[str, Any]:
         "retryMaxAge": callback.options.retry_max_age,
         "maxInFlight": callback.options.max_in_flight,
         "rateLimit": _rate_limit_json(callback.options),
+        "transformation": callback.options.transformation,
+        "format": callback.options.format,
         "throttledUntil": callback.throttled_until,
         "auth": auth_json(callback.auth),
     }
@@ -102,7 +107,27 @@ def delivery_options(data: dict[str, Any], current: DeliveryOptions) -> Delivery
     rates = {"rate_events": current.rate_events, "rate_requests": current.rate_requests}
     if "rateLimit" in data:
         rates = _rate_limit(data["rateLimit"])
-    return DeliveryOptions(timeout, schedule, max_age, in_flight, **rates)
+    transformation = current.transformation
+    if "transformation" in data:
+        transformation = None if data["transformation"] is None else checked_transformation(data["transformation"])
+    shape = current.format
+    if "format" in data:
+        shape = data["format"]
+        if shape not in FORMATS:
+            raise bad_request(f"format must be one of {', '.join(FORMATS)}", field="format")
+    return DeliveryOptions(timeout, schedule, max_age, in_flight, rate_events=rates["rate_events"],
+                           rate_requests=rates["rate_requests"], transformation=transformation, format=shape)
+
+
+def checked_transformation(value: Any, field: str = "transformation") -> str:
+    """A JMESPath expression that parses, or a 400 naming the field with the parser's message."""
+    if not isinstance(value, str):
+        raise bad_request(f"{field} must be a JMESPath expression (a string)", field=field)
+    try:
+        compile_transformation(value)
+    except TransformError as exc:
+        raise bad_request(f"{field} does not parse: {exc}", field=field) from None
+    return value
 
 
 def _rate_limit(raw: Any) -> dict[str, float | None]:
@@ -198,7 +223,7 @@ async def list_callbacks(request: web.Request) -> web.Response:
     return json_response({"data": [callback_json(c) for c in callbacks]})
 
 
-@routes.get("/v1/callbacks/{id}")
+@routes.get(ONE_CALLBACK)
 async def get_callback(request: web.Request) -> web.Response:
     account = require_account(request)
     callback = await context(request).store.get_callback(request.match_info["id"], account.id)
@@ -243,7 +268,7 @@ async def resend_verification(request: web.Request) -> web.Response:
     return json_response({"id": callback.id, "sent": True}, status=202)
 
 
-@routes.patch("/v1/callbacks/{id}")
+@routes.patch(ONE_CALLBACK)
 async def update_callback(request: web.Request) -> web.Response:
     """Change settings; a new URL must be verified again; ``enabled: true`` re-enables."""
     """Only the fields named in the body are written. ``If-Match`` (the ETag of a GET) makes the
@@ -342,7 +367,7 @@ def _with_ed25519(callback: Callback, wanted: bool, now: float) -> tuple[Signing
     return callback.secrets
 
 
-@routes.delete("/v1/callbacks/{id}")
+@routes.delete(ONE_CALLBACK)
 async def delete_callback(request: web.Request) -> web.Response:
     account = require_account(request)
     ctx = context(request)

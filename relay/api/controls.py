@@ -16,10 +16,12 @@ from aiohttp import web
 
 from relay.api import body
 from relay.api.auth import require_account
+from relay.api.callbacks import checked_transformation
 from relay.api.context import ApiContext, context, operations, sender
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.api.operations import operation_json
 from relay.delivery.direct import post_signed
+from relay.delivery.shape import FORMATS, MAX_OUTPUT, TransformError, cloudevent, transform
 from relay.events import accepted_event_types
 from relay.operations import Recover
 from relay.samples import full_type, sample_event
@@ -48,6 +50,31 @@ def _event_type(ctx: ApiContext, value: Any, field: str) -> str:
         raise bad_request(f"{field} must be an accepted event type (e.g. TransactionalSendEvents.EmailBounced)",
                           field=field)
     return full
+
+
+@routes.post("/v1/callbacks/transform-preview")
+async def transform_preview(request: web.Request) -> web.Response:
+    """What a transformation (and format) makes of an event, before it is saved on a callback:
+    the result, or the precise error (a parse error is a 400 naming ``transformation``)."""
+    require_account(request)
+    data = await body.read_object(request, {"transformation", "event", "format"})
+    expression = checked_transformation(data.get("transformation"))
+    event = data.get("event")
+    if not isinstance(event, dict):
+        raise bad_request("event must be an event object (as delivered, with eventId)", field="event")
+    shape = data.get("format", "ens")
+    if shape not in FORMATS:
+        raise bad_request(f"format must be one of {', '.join(FORMATS)}", field="format")
+    try:
+        result = transform(expression, event)
+        if shape == "cloudevents":
+            result = cloudevent(event, result)
+        size = len(orjson.dumps(result))
+    except TransformError as exc:
+        return json_response({"ok": False, "error": str(exc)})
+    if size > MAX_OUTPUT:
+        return json_response({"ok": False, "error": f"the result is {size} bytes, more than {MAX_OUTPUT}"})
+    return json_response({"ok": True, "result": result, "bytes": size})
 
 
 @routes.post("/v1/callbacks/{id}/recover")

@@ -23,7 +23,10 @@ routes = web.RouteTableDef()
 @routes.get("/v1/messages")
 async def message_status(request: web.Request) -> web.Response:
     account = require_account(request)
-    given = [name for name in ("messageKey", "subscriberKey") if request.query.get(name)]
+    given = [name for name in ("messageKey", "subscriberKey") if name in request.query]
+    for name in given:
+        if not request.query[name]:
+            raise bad_request(f"{name} must not be empty", field=name)
     if len(given) != 1:
         raise bad_request("give exactly one of messageKey or subscriberKey", field="messageKey")
     field = given[0]

@@ -177,6 +177,22 @@ class DeliveryClient:
         except (aiohttp.ClientError, OSError) as exc:
             return self._failed(started, f"{type(exc).__name__}: {exc}")
 
+    async def validation_request(self, url: str, headers: dict[str, str], timeout: float,
+                                 tls: ssl.SSLContext | None = None) -> tuple[int | None, dict[str, str], str | None]:
+        """An OPTIONS request (the CloudEvents webhook validation handshake): status, response
+        headers (lower-cased), error."""
+        assert self._session is not None, "client not started"
+        try:
+            self.policy.check_url(url)
+            async with self._session.options(url, headers=headers, allow_redirects=False,
+                                             ssl=True if tls is None else tls,
+                                             timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                return response.status, {k.lower(): v for k, v in response.headers.items()}, None
+        except TimeoutError:
+            return None, {}, f"timeout after {timeout:g}s"
+        except (UnsafeUrl, aiohttp.ClientError, OSError) as exc:
+            return None, {}, f"{type(exc).__name__}: {exc}"[:500]
+
     async def post_form(self, url: str, fields: dict[str, str], user: str, password: str,
                         timeout: float) -> tuple[int, bytes]:
         """A form POST with HTTP Basic credentials (an OAuth2 token request), under the same URL

@@ -29,6 +29,7 @@ from relay.delivery.outcomes import (
 )
 from relay.delivery.ratelimit import Limiter
 from relay.delivery.retry import RetryPolicy
+from relay.delivery.shape import payload
 from relay.delivery.window import Window
 from relay.metrics import METRICS
 from relay.signing import SigningKeys, delivery_headers, webhook_id
@@ -217,13 +218,18 @@ class Lane:
     async def _send(self, callback: Callback, batch: list[Job]) -> None:
         try:
             msg_id = batch[0].batch_id or webhook_id(callback.id, [job.event_id for job in batch])
-            body = b"[" + b",".join(job.body for job in batch) + b"]"
+            shaped = payload(callback, batch)
             now = self._clock()
+            for job, reason in shaped.refused:
+                self._refuse(callback, job, msg_id, reason, now)
+            if not shaped.sent:
+                return
             keys = SigningKeys.from_secrets(s.secret for s in callback.active_secrets(now))
-            headers = delivery_headers(keys, msg_id, int(now), body, ens=callback.ens_signature)
+            headers = delivery_headers(keys, msg_id, int(now), shaped.body, ens=callback.ens_signature)
+            headers["content-type"] = shaped.content_type
             timeout = callback.options.timeout or self._config.timeout
-            outcome = await self._sender.post(callback, body, headers, timeout)
-            self._settle(callback, batch, msg_id, outcome)
+            outcome = await self._sender.post(callback, shaped.body, headers, timeout)
+            self._settle(callback, shaped.sent, msg_id, outcome)
         except Exception:
             log.exception("delivery_crashed", callback_id=callback.id, batch_size=len(batch))
             self._window.hold(batch, self._clock() + 1.0)
@@ -231,6 +237,17 @@ class Lane:
         finally:
             self._slots.release()
             self._end(batch)
+
+    def _refuse(self, callback: Callback, job: Job, msg_id: str, reason: str, now: float) -> None:
+        """The callback's transformation cannot shape this event: it becomes a dead letter with the
+        reason (retrying would fail the same way), and the rest of the batch goes on. The endpoint did
+        nothing wrong, so its circuit and health do not hear of it."""
+        attempt = AttemptRecord(batch_id=msg_id, callback_id=callback.id, job_ids=(job.id,), at=now, status=None,
+                                latency_ms=0.0, error=reason, response_excerpt=None)
+        log.warning("transformation_failed", callback_id=callback.id, event_id=job.event_id, webhook_id=msg_id,
+                    reason=reason)
+        self._window.settled([job], job.attempts + 1)
+        self._report(DeliveryResult(attempt, "dead", reason=reason, jobs=(job,)), callback)
 
     def _policy(self, callback: Callback) -> RetryPolicy:
         options = callback.options

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import orjson
 import structlog
@@ -11,8 +12,8 @@ import structlog
 from relay.delivery.direct import post_signed
 from relay.delivery.endpoint import EndpointSender
 from relay.operations.runner import Step
-from relay.store.base import NotFound, Store
-from relay.store.models import Operation
+from relay.store.base import NotFound, PreconditionFailed, Store
+from relay.store.models import Callback, Operation
 
 log = structlog.get_logger("relay.operations")
 
@@ -53,14 +54,21 @@ class Redrive:
 
 class Handshake:
     """POSTs ``{callbackId, verificationKey}`` to a new or changed callback URL. The key is in the
-    operation's sealed params; a callback verified (or deleted) meanwhile needs no POST."""
+    operation's sealed params; a callback verified (or deleted) meanwhile needs no POST.
+
+    A CloudEvents callback may prove ownership the CloudEvents way instead: an OPTIONS request with
+    ``WebHook-Request-Origin``; an endpoint answering 2xx with ``WebHook-Allowed-Origin`` (our origin
+    or ``*``) is verified at once, and its ``WebHook-Allowed-Rate`` (requests a minute) becomes its
+    request rate limit. Otherwise the key is POSTed as for any callback."""
 
     name = "handshake"
 
-    def __init__(self, store: Store, sender: EndpointSender, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, sender: EndpointSender, clock: Callable[[], float] = time.time,
+                 origin: str = "relay.invalid") -> None:
         self._store = store
         self._sender = sender
         self._clock = clock
+        self._origin = origin
 
     async def step(self, op: Operation) -> Step:
         try:
@@ -69,12 +77,35 @@ class Handshake:
             return Step(finished=True)
         if callback.verified:
             return Step(finished=True)
+        if callback.options.format == "cloudevents" and await self._validated(callback):
+            return Step(done=1, total=1, finished=True)
         payload = orjson.dumps({"callbackId": callback.id, "verificationKey": op.params["verificationKey"]})
         outcome = await post_signed(self._sender, callback, payload, f"verify_{callback.id}", self._clock(),
                                     HANDSHAKE_TIMEOUT)
         log.info("verification_sent", callback_id=callback.id, operation_id=op.id, status=outcome.status,
                  error=outcome.error)
         return Step(done=1, total=1, finished=True)
+
+
+    async def _validated(self, callback: Callback) -> bool:
+        tls = self._sender.tls_context(callback.id, callback.auth.mtls) if callback.auth.mtls else None
+        status, headers, error = await self._sender.client.validation_request(
+            callback.url, {"webhook-request-origin": self._origin}, HANDSHAKE_TIMEOUT, tls)
+        allowed = headers.get("webhook-allowed-origin", "")
+        if status is None or not 200 <= status < 300 or allowed not in ("*", self._origin):
+            log.info("cloudevents_validation_refused", callback_id=callback.id, status=status, error=error,
+                     allowed_origin=allowed or None)
+            return False
+        await self._store.mark_verified(callback.id)
+        log.info("callback_verified", callback_id=callback.id, proof="cloudevents validation")
+        rate = headers.get("webhook-allowed-rate", "")
+        if rate.isdigit() and int(rate) > 0:
+            limited = replace(callback, options=replace(callback.options, rate_requests=int(rate) / 60))
+            try:
+                await self._store.update_callback(limited, ["options"], expected_version=callback.version + 1)
+            except PreconditionFailed:
+                log.info("allowed_rate_not_applied", callback_id=callback.id, reason="the callback changed meanwhile")
+        return True
 
 
 class ReleaseHeld:

@@ -99,6 +99,9 @@ class Store(Protocol):
     async def set_verification(self, callback_id: str, key_hash: str, expires_at: float) -> None:
         ...
 
+    async def mark_verified(self, callback_id: str) -> None:
+        """Ownership proved another way (the CloudEvents validation handshake)."""
+
     async def confirm_verification(
         self, callback_id: str, account_id: str, key_hash: str, now: float
     ) -> str:

@@ -53,6 +53,8 @@ class DeliveryOptions:
     max_in_flight: int | None = None
     rate_events: float | None = None
     rate_requests: float | None = None
+    transformation: str | None = None  # a JMESPath expression applied to each event
+    format: str = "ens"  # or "cloudevents"
 
     def stored(self) -> dict[str, Any]:
         """The stored form (its keys are kept for rows already written; the API shapes its own)."""
@@ -63,6 +65,8 @@ class DeliveryOptions:
             "maxInFlight": self.max_in_flight,
             "rateEvents": self.rate_events,
             "rateRequests": self.rate_requests,
+            "transformation": self.transformation,
+            "format": self.format,
         }
 
     @property
@@ -74,7 +78,7 @@ class DeliveryOptions:
         schedule = data.get("retrySchedule")
         return cls(data.get("timeout"), tuple(schedule) if schedule else None,
                    data.get("retryMaxAge"), data.get("maxInFlight"), data.get("rateEvents"),
-                   data.get("rateRequests"))
+                   data.get("rateRequests"), data.get("transformation"), data.get("format") or "ens")
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,6 +327,14 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             (key_hash, expires_at, callback_id),
         ))
 
+    async def mark_verified(self, callback_id: str) -> None:
+        def run(c: Connection) -> None:
+            c.execute("UPDATE callbacks SET verified = 1, verification_hash = NULL, verification_expires_at = NULL, "
+                      "version = version + 1 WHERE id = ?", (callback_id,))
+            _bump_version(c)
+
+        await self._write(run)
+
     async def confirm_verification(
         self, callback_id: str, account_id: str, key_hash: str, now: float
     ) -> str:

@@ -48,12 +48,15 @@ class RecordingReceiver:
     handshakes: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     tls: ssl.SSLContext | None = None  # serve https (e.g. requiring a client certificate)
+    validation: dict[str, str] | None = None  # answer CloudEvents OPTIONS validation with these headers
+    validations: list[dict[str, str]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> RecordingReceiver:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/{tail:.*}", self._handle)
+        app.router.add_route("OPTIONS", "/{tail:.*}", self._validate)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
@@ -65,6 +68,13 @@ class RecordingReceiver:
     async def stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()
+
+    async def _validate(self, request: web.Request) -> web.StreamResponse:
+        self.validations.append({k.lower(): v for k, v in request.headers.items()})
+        self._notify()
+        if self.validation is None:
+            return web.Response(status=405)
+        return web.Response(status=200, headers=self.validation)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
