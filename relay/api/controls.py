@@ -21,11 +21,11 @@ from relay.api.context import ApiContext, context, operations, sender
 from relay.api.errors import ApiError, bad_request, json_response
 from relay.api.operations import operation_json
 from relay.delivery.direct import post_signed
-from relay.delivery.shape import FORMATS, MAX_OUTPUT, TransformError, cloudevent, transform
+from relay.delivery.shape import FORMATS, MAX_OUTPUT, TransformError, cloudevent, payload, transform
 from relay.events import accepted_event_types
 from relay.operations import Recover
 from relay.samples import full_type, sample_event
-from relay.store.models import Account, Callback
+from relay.store.models import Account, Callback, Job
 
 routes = web.RouteTableDef()
 TEST_TIMEOUT = 10.0
@@ -112,10 +112,15 @@ async def test_send(request: web.Request) -> web.Response:
     event_type = _event_type(ctx, data.get("eventType", "TransactionalSendEvents.EmailSent"), "eventType")
     callback = await _deliverable(ctx, account, request.match_info["id"])
     event = {"eventId": "test_" + secrets.token_hex(12), **sample_event(event_type, mid=account.mid)}
-    payload = orjson.dumps([event])
     webhook_id = "test_" + secrets.token_hex(12)
-    outcome = await post_signed(sender(ctx), callback, payload, webhook_id, ctx.clock(),
-                                callback.options.timeout or TEST_TIMEOUT, {"webhook-test": "true"})
+    shaped = payload(callback, [Job(0, event["eventId"], callback.id, None, orjson.dumps(event), 0.0)])
+    if shaped.refused:  # shaped as a real delivery would be: a transformation that fails says so
+        return json_response({"ok": False, "status": None, "latencyMs": 0.0, "error": shaped.refused[0][1],
+                              "responseExcerpt": None, "webhookId": webhook_id, "eventId": event["eventId"],
+                              "eventType": event_type})
+    outcome = await post_signed(sender(ctx), callback, shaped.body, webhook_id, ctx.clock(),
+                                callback.options.timeout or TEST_TIMEOUT, {"webhook-test": "true"},
+                                shaped.content_type)
     return json_response({
         "ok": outcome.ok, "status": outcome.status, "latencyMs": round(outcome.latency_ms, 2),
         "error": outcome.error, "responseExcerpt": outcome.excerpt, "webhookId": webhook_id,

@@ -17,10 +17,11 @@ import structlog
 
 from relay.delivery.direct import post_signed
 from relay.delivery.endpoint import EndpointSender
+from relay.delivery.shape import payload
 from relay.operations.runner import Step
 from relay.signing import webhook_id
 from relay.store.base import Store
-from relay.store.models import Operation
+from relay.store.models import Job, Operation
 
 log = structlog.get_logger("relay.operations")
 
@@ -59,10 +60,16 @@ class Recover:
         if not items:
             self._failures.pop(op.id, None)
             return Step(total=total, finished=True)
-        body = b"[" + b",".join(item.body for item in items) + b"]"
         msg_id = webhook_id(f"{callback.id}/{op.id}", [item.event_id for item in items])
-        outcome = await post_signed(self._sender, callback, body, msg_id, self._clock(),
-                                    callback.options.timeout or TIMEOUT, {"webhook-recovered": "true"})
+        shaped = payload(callback, [Job(item.job_id, item.event_id, callback.id, None, item.body, 0.0)
+                                    for item in items])
+        for job, reason in shaped.refused:  # the callback's transformation cannot shape it: skipped, said
+            log.warning("recovery_event_skipped", operation_id=op.id, event_id=job.event_id, reason=reason)
+        if not shaped.sent:
+            return Step(done=len(items), total=max(total, op.done + len(items)), cursor=str(items[-1].job_id))
+        outcome = await post_signed(self._sender, callback, shaped.body, msg_id, self._clock(),
+                                    callback.options.timeout or TIMEOUT, {"webhook-recovered": "true"},
+                                    shaped.content_type)
         if not outcome.ok:
             failures = self._failures.get(op.id, 0) + 1
             self._failures[op.id] = failures

@@ -99,6 +99,22 @@ async def test_cloudevents_callbacks_validate_the_cloudevents_way_and_receive_cl
         assert body["specversion"] == "1.0" and body["type"] == "ens.TransactionalSendEvents.EmailBounced"
         assert body["source"] == f"urn:ens:mid:{tenant.mid}" and body["subject"] == "ada"
         assert body["data"] == event["info"] and body["time"].endswith("Z") and body["id"]
+
+        # Test sends and recoveries are shaped like deliveries.
+        _, answer = await tenant.api.call("POST", f"/v1/callbacks/{cb['id']}/test", {}, expect=200)
+        assert answer["ok"] is True
+        test = next(r for r in receiver.delivered() if r.headers.get("webhook-test"))
+        assert test.headers["content-type"] == "application/cloudevents+json"
+        assert orjson.loads(test.body)["data"]["subscriberKey"].startswith("sub-")
+        await tenant.api.call("POST", f"/v1/callbacks/{cb['id']}/recover",
+                                      {"since": 0, "until": 1e10, "ratePerSecond": 100}, expect=202)
+
+        async def recovered() -> Any:
+            return [r for r in receiver.delivered() if r.headers.get("webhook-recovered")]
+
+        [again] = await eventually(recovered, what="the recovery of the one event")
+        assert again.headers["content-type"] == "application/cloudevents+json"
+        assert orjson.loads(again.body)["id"] == body["id"] and orjson.loads(again.body)["data"] == event["info"]
     finally:
         await receiver.stop()
 
