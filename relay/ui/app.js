@@ -128,6 +128,7 @@ async function renderCallbacks() {
       cell(h.pending),
       cell(h.oldestPendingAgeSeconds === null ? null : `${Math.round(h.oldestPendingAgeSeconds)} s`),
       cell(rateLimitText(cb)),
+      cell(callsAs(cb), "calls-as"),
       cell(h.lastError ? `${h.lastError.status || ""} ${h.lastError.error || h.lastError.responseExcerpt || ""}` : null),
       testCell(cb),
     );
@@ -142,6 +143,16 @@ async function renderCallbacks() {
     return option;
   }));
   if (chosen) select.value = chosen;
+}
+
+// How Relay calls the endpoint: format, transformation, authentication (never a secret).
+function callsAs(cb) {
+  const parts = [cb.format === "cloudevents" ? "CloudEvents" : "ENS"];
+  if (cb.transformation) parts.push("transformed");
+  if (cb.auth && cb.auth.oauth2) parts.push("OAuth2");
+  if (cb.auth && cb.auth.mtls) parts.push("mTLS");
+  if (cb.auth && cb.auth.headers.length) parts.push(`headers: ${cb.auth.headers.join(", ")}`);
+  return parts.join(" · ");
 }
 
 function rateLimitText(cb) {

@@ -114,7 +114,7 @@ async def test_dashboard_test_send_rate_limit_and_a_recovery_with_pause(kafka: K
     receiver = await RecordingReceiver().start()
     try:
         tenant = await harness.tenant()
-        cb = await tenant.add_callback(receiver, name="crm", maxBatchSize=1)
+        cb = await tenant.add_callback(receiver, name="crm", maxBatchSize=1, headers={"X-Team": "crm"})
         await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
         await tenant.api.call("PATCH", f"/v1/callbacks/{cb['id']}", {"rateLimit": {"eventsPerSecond": 250}},
                               expect=200)
@@ -131,6 +131,7 @@ async def test_dashboard_test_send_rate_limit_and_a_recovery_with_pause(kafka: K
         await page.fill("#api-key", tenant.api.key)
         await page.click("button[type=submit]")
         await page.wait_for_selector("#callbacks td:has-text('250 ev/s')")
+        assert await page.text_content("#callbacks td.calls-as") == "ENS · headers: x-team"
 
         await page.click("#callbacks button.test-send")
         await page.wait_for_selector("#callbacks .test-result.ok:has-text('200 in')")
