@@ -149,6 +149,8 @@ def callbacks() -> None:
 @click.option("--events-per-second", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Rate limit across all instances.")
 @click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="A static header (repeatable).")
+@click.option("--transformation", default=None, help="A JMESPath expression applied to each event.")
+@click.option("--format", "shape", type=click.Choice(["ens", "cloudevents"]), default="ens", show_default=True)
 @click.option("--oauth2-token-url", default=None, help="OAuth2 client credentials: the token endpoint.")
 @click.option("--oauth2-client-id", default=None)
 @click.option("--oauth2-client-secret", envvar="RELAY_OAUTH2_CLIENT_SECRET", default=None,
@@ -162,14 +164,17 @@ def callbacks() -> None:
 @_api_options()
 def callbacks_create(name: str, url: str, max_batch_size: int, ens_signature: bool, ed25519: bool,
                      timeout: float | None, retry_schedule: str | None, max_in_flight: int | None,
-                     events_per_second: float | None, headers: tuple[str, ...], oauth2_token_url: str | None,
+                     events_per_second: float | None, headers: tuple[str, ...], transformation: str | None,
+                     shape: str, oauth2_token_url: str | None,
                      oauth2_client_id: str | None, oauth2_client_secret: str | None, oauth2_scope: str | None,
                      mtls_cert: str | None, mtls_key: str | None, mtls_ca: str | None, api: str, key: str,
                      as_json: bool) -> None:
     """Register URL; Relay sends it a verification key (see `relay callbacks verify`)."""
     client = Api(api, key, as_json)
     body: dict[str, Any] = {"name": name, "url": url, "maxBatchSize": max_batch_size,
-                            "ensSignature": ens_signature, "ed25519": ed25519}
+                            "ensSignature": ens_signature, "ed25519": ed25519, "format": shape}
+    if transformation:
+        body["transformation"] = transformation
     if timeout is not None:
         body["timeout"] = timeout
     if retry_schedule:

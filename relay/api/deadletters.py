@@ -21,25 +21,28 @@ from relay.api.operations import operation_json
 from relay.api.paging import page_params, paged
 from relay.operations import Redrive
 from relay.store.models import Operation
-from relay.store.views import DeadLetter
+from relay.store.views import DeadLetter, DeadLetterFilter
 
 routes = web.RouteTableDef()
-FILTER_FIELDS = ("callbackId", "eventType", "reason", "since", "until")
+FILTER_FIELDS = {"callbackId": "callback_id", "eventType": "event_type", "reason": "reason", "since": "since",
+                 "until": "until"}
 
 
-def _filters(source: dict[str, Any]) -> dict[str, Any]:
-    filters: dict[str, Any] = {}
-    for name in FILTER_FIELDS:
+def _filters(source: dict[str, Any], ids: list[int] | None = None) -> DeadLetterFilter:
+    """The selection a query string or body names (``callbackId``, ``eventType``, ``reason``, ``since``,
+    ``until``), and ``ids`` when given."""
+    values: dict[str, Any] = {}
+    for name, attribute in FILTER_FIELDS.items():
         value = source.get(name)
         if value is None:
             continue
         if name in ("since", "until"):
-            filters[name] = body.unix_seconds(name, value)
+            values[attribute] = body.unix_seconds(name, value)
         elif not isinstance(value, str) or not 0 < len(value) <= 200:
             raise bad_request(f"{name} must be a string of 1..200 characters", field=name)
         else:
-            filters[name] = value
-    return filters
+            values[attribute] = value
+    return DeadLetterFilter(**values, ids=None if ids is None else tuple(ids))
 
 
 
@@ -102,9 +105,9 @@ async def _callback_can_receive(ctx: ApiContext, account_id: str, callback_id: s
     await registry_changed(ctx)
 
 
-def _selection_required(data: dict[str, Any], filters: dict[str, Any]) -> None:
+def _selection_required(data: dict[str, Any], selection: DeadLetterFilter) -> None:
     """A bulk action with no filter touches every dead letter: only when the body says so."""
-    if not filters and data.get("all") is not True:
+    if selection.empty and data.get("all") is not True:
         raise bad_request('give ids or a filter (callbackId, eventType, reason, since, until), or "all": true '
                           "to act on every dead letter", field="all", code="selection_required")
 
@@ -114,7 +117,7 @@ async def purge_one(request: web.Request) -> web.Response:
     account = require_account(request)
     ctx = context(request)
     letter_id = _id(request)
-    if not await ctx.store.purge_deadletters(account.id, {"ids": [letter_id]}):
+    if not await ctx.store.purge_deadletters(account.id, DeadLetterFilter(ids=(letter_id,))):
         raise ApiError(404, "not_found", f"dead letter {letter_id} not found")
     return web.Response(status=204)
 
@@ -124,9 +127,9 @@ async def purge_many(request: web.Request) -> web.Response:
     account = require_account(request)
     data = await body.read_object(request, {"all", *FILTER_FIELDS})
     body.boolean(data, "all", default=False)
-    filters = _filters(data)
-    _selection_required(data, filters)
-    purged = await context(request).store.purge_deadletters(account.id, filters)
+    selection = _filters(data)
+    _selection_required(data, selection)
+    purged = await context(request).store.purge_deadletters(account.id, selection)
     return json_response({"purged": purged})
 
 
@@ -142,14 +145,12 @@ async def replay_many(request: web.Request) -> web.Response:
     if ids is not None and (not isinstance(ids, list) or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in ids) or len(ids) > 10000):
         raise bad_request("ids must be a list of up to 10000 dead-letter ids", field="ids")
-    filters = _filters(data)
-    if ids is not None:
-        filters["ids"] = ids
-    _selection_required(data, filters)
-    if "callbackId" in filters:
-        await _callback_can_receive(ctx, account.id, filters["callbackId"],
+    selection = _filters(data, ids)
+    _selection_required(data, selection)
+    if selection.callback_id is not None:
+        await _callback_can_receive(ctx, account.id, selection.callback_id,
                                     body.boolean(data, "enableCallback", default=False))
-    op = await operations(ctx).submit(account.id, Redrive.name, Redrive.params(filters, rate), prefix="rd")
+    op = await operations(ctx).submit(account.id, Redrive.name, Redrive.params(selection, rate), prefix="rd")
     return json_response(replay_json(op), status=202)
 
 

@@ -14,6 +14,7 @@ from relay.delivery.endpoint import EndpointSender
 from relay.operations.runner import Step
 from relay.store.base import NotFound, PreconditionFailed, Store
 from relay.store.models import Callback, Operation
+from relay.store.views import DeadLetterFilter
 
 log = structlog.get_logger("relay.operations")
 
@@ -34,16 +35,16 @@ class Redrive:
         self._clock = clock
 
     @staticmethod
-    def params(filters: dict[str, object], rate: float) -> dict[str, object]:
-        return {"filters": filters, "rate": rate}
+    def params(selection: DeadLetterFilter, rate: float) -> dict[str, object]:
+        return {"filters": selection.stored(), "rate": rate}
 
     async def step(self, op: Operation) -> Step:
-        filters = dict(op.params["filters"])
+        selection = DeadLetterFilter.from_stored(dict(op.params["filters"]))
         rate = float(op.params["rate"])
         total = op.total
         if total is None:
-            total = await self._store.count_deadletters_matching(op.account_id, filters)
-        rows = await self._store.list_deadletters_page(op.account_id, filters, 0, max(1, min(500, int(rate))))
+            total = await self._store.count_deadletters_matching(op.account_id, selection)
+        rows = await self._store.list_deadletters_page(op.account_id, selection, 0, max(1, min(500, int(rate))))
         if not rows:
             return Step(total=total, finished=True)
         for callback_id in await self._store.replay_deadletters(op.account_id, [r.id for r in rows],

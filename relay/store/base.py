@@ -7,7 +7,7 @@ batch), and the dispatcher (pending jobs in, grouped delivery results out).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from relay.store.models import (
     Account,
@@ -26,6 +26,7 @@ from relay.store.views import (
     CallbackHealth,
     DeadLetter,
     DeadLetterDetail,
+    DeadLetterFilter,
     EventCount,
     MessageEvent,
     StoredDelivery,
@@ -170,7 +171,7 @@ class Store(Protocol):
     ) -> None: ...
 
     # -- operations (dead letters, attempts, message status, stats, retention) ------------
-    async def list_deadletters_page(self, account_id: str, filters: dict[str, Any], after: int,
+    async def list_deadletters_page(self, account_id: str, selection: DeadLetterFilter, after: int,
                                     limit: int) -> list[DeadLetter]: ...
 
     async def get_deadletter(self, account_id: str, deadletter_id: int) -> DeadLetterDetail: ...
@@ -178,7 +179,7 @@ class Store(Protocol):
     async def replay_deadletters(self, account_id: str, ids: Sequence[int], now: float) -> list[str]:
         """Dead jobs back to pending with the same batch (same webhook-id); returns callbacks."""
 
-    async def purge_deadletters(self, account_id: str, filters: dict[str, Any]) -> int: ...
+    async def purge_deadletters(self, account_id: str, selection: DeadLetterFilter) -> int: ...
 
     async def count_deadletters(self) -> int: ...
 
@@ -201,7 +202,7 @@ class Store(Protocol):
     async def routed_page(self, callback_id: str, since_ms: int, until_ms: int, event_types: Sequence[str] | None,
                           after_job_id: int, limit: int) -> list[StoredDelivery]: ...
 
-    async def count_deadletters_matching(self, account_id: str, filters: dict[str, Any]) -> int: ...
+    async def count_deadletters_matching(self, account_id: str, selection: DeadLetterFilter) -> int: ...
 
     # -- durable operations (runner: claim under a lease, report progress, finish) -------------
     async def create_operation(self, op: Operation) -> None: ...

@@ -14,6 +14,7 @@ from relay.store.views import (
     CallbackHealth,
     DeadLetter,
     DeadLetterDetail,
+    DeadLetterFilter,
     EventCount,
     JobState,
     MessageEvent,
@@ -38,23 +39,20 @@ _STORED_DELIVERY = Columns(StoredDelivery, job_id="j.id", event_id="j.event_id",
 _JOB_STATE = Columns(JobState, "callback_id", "state", "attempts", "finished_at", "batch_id")
 
 
-def _deadletter_filter(account_id: str, filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    clauses, params = ["c.account_id = ?"], [account_id]
-    for name, column, op in (("callbackId", "d.callback_id", "="), ("eventType", "e.type", "="),
-                             ("since", "d.created_at", ">="), ("until", "d.created_at", "<"),
-                             ("ids", "d.id", "IN")):
-        value = filters.get(name)
-        if value is None:
-            continue
-        if op == "IN":
-            clauses.append(f"{column} IN ({','.join('?' * len(value))})")
-            params += list(value)
-        else:
-            clauses.append(f"{column} {op} ?")
+def _deadletter_filter(account_id: str, selection: DeadLetterFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["c.account_id = ?"]
+    params: list[Any] = [account_id]
+    for value, condition in ((selection.callback_id, "d.callback_id = ?"), (selection.event_type, "e.type = ?"),
+                             (selection.since, "d.created_at >= ?"), (selection.until, "d.created_at < ?")):
+        if value is not None:
+            clauses.append(condition)
             params.append(value)
-    if filters.get("reason"):
+    if selection.ids is not None:
+        clauses.append(f"d.id IN ({','.join('?' * len(selection.ids)) or 'NULL'})")
+        params += list(selection.ids)
+    if selection.reason:
         clauses.append("LOWER(d.reason) LIKE ?")
-        params.append(f"%{filters['reason'].lower()}%")
+        params.append(f"%{selection.reason.lower()}%")
     return " AND ".join(clauses), params
 
 
@@ -75,17 +73,17 @@ class SqlOperations:
     _write: Callable[[Callable[[Any], Any]], Any]
 
     # -- dead letters ---------------------------------------------------------------------
-    async def list_deadletters_page(self, account_id: str, filters: dict[str, Any], after: int,
+    async def list_deadletters_page(self, account_id: str, selection: DeadLetterFilter, after: int,
                                     limit: int) -> list[DeadLetter]:
-        where, params = _deadletter_filter(account_id, filters)
+        where, params = _deadletter_filter(account_id, selection)
         rows = await self._read(lambda c: c.execute(
             f"{_DEADLETTER_SELECT} WHERE {where} AND d.id > ? ORDER BY d.id LIMIT ?",
             (*params, after, limit),
         ).fetchall())
         return _DEADLETTER.build_all(rows)
 
-    async def count_deadletters_matching(self, account_id: str, filters: dict[str, Any]) -> int:
-        where, params = _deadletter_filter(account_id, filters)
+    async def count_deadletters_matching(self, account_id: str, selection: DeadLetterFilter) -> int:
+        where, params = _deadletter_filter(account_id, selection)
         row = await self._read(lambda c: c.execute(
             f"SELECT COUNT(*){_DEADLETTER_FROM} WHERE {where}", params).fetchone())
         return int(row[0])
@@ -126,8 +124,8 @@ class SqlOperations:
 
         return await self._write(run)
 
-    async def purge_deadletters(self, account_id: str, filters: dict[str, Any]) -> int:
-        where, params = _deadletter_filter(account_id, filters)
+    async def purge_deadletters(self, account_id: str, selection: DeadLetterFilter) -> int:
+        where, params = _deadletter_filter(account_id, selection)
 
         def run(c: Any) -> int:
             ids = [row[0] for row in c.execute(f"SELECT d.id{_DEADLETTER_FROM} WHERE {where}", params)]

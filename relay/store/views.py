@@ -4,7 +4,7 @@ store fills them; the API layer decides how they look in JSON."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,32 @@ class AttemptRow:
     error: str | None
     response_excerpt: str | None
     outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which dead letters a list, count, replay or purge means (all given conditions hold)."""
+
+    callback_id: str | None = None
+    event_type: str | None = None
+    reason: str | None = None  # a case-insensitive part of the reason
+    since: float | None = None
+    until: float | None = None
+    ids: tuple[int, ...] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, name) is None for name in self.__slots__)
+
+    def stored(self) -> dict[str, object]:
+        """For a durable operation's parameters."""
+        return {name: list(v) if isinstance(v := getattr(self, name), tuple) else v for name in self.__slots__}
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> DeadLetterFilter:
+        ids = data.get("ids")
+        return cls(data.get("callback_id"), data.get("event_type"), data.get("reason"), data.get("since"),
+                   data.get("until"), None if ids is None else tuple(ids))
 
 
 @dataclass(frozen=True, slots=True)

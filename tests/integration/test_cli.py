@@ -156,13 +156,15 @@ async def test_cli_creates_callbacks_with_every_delivery_option(relay: RelayHarn
     tenant = await relay.tenant()
     code, out, err = await relay_cli(
         relay, "callbacks", "create", "full", receiver.url, "--ed25519", "--timeout", "5", "--retry-schedule",
-        "0,1,5", "--max-in-flight", "4", "--events-per-second", "100", "--header", "X-Team=payments", "--json",
+        "0,1,5", "--max-in-flight", "4", "--events-per-second", "100", "--header", "X-Team=payments",
+        "--transformation", "{id: eventId}", "--format", "cloudevents", "--json",
         key=tenant.api.key)
     assert code == 0, err
     created = json.loads(out)
     assert created["timeout"] == 5 and created["retrySchedule"] == [0, 1, 5] and created["maxInFlight"] == 4
     assert created["rateLimit"]["eventsPerSecond"] == 100 and created["auth"]["headers"] == ["x-team"]
     assert created["publicKeys"] and created["publicKeys"][0].startswith("whpk_")
+    assert created["transformation"] == "{id: eventId}" and created["format"] == "cloudevents"
     code, _, err = await relay_cli(relay, "callbacks", "create", "bad", receiver.url, "--header", "novalue",
                                    key=tenant.api.key)
     assert code != 0 and "NAME=VALUE" in err
