@@ -24,16 +24,33 @@ BACKOFF_MAX = 60.0
 
 
 class Routine:
-    """A handle on one periodic routine: its owner stops it when its own shutdown order says so."""
+    """A handle on one periodic routine: its owner stops it when its own shutdown order says so.
 
-    def __init__(self, name: str, task: asyncio.Task[None]) -> None:
+    Stopping lets a step in progress finish (a result write cancelled while queued behind another
+    write would never run, and its results would be lost); only a step that outlasts ``timeout`` is
+    cancelled."""
+
+    def __init__(self, name: str, task: asyncio.Task[None], wake: asyncio.Event, stopping: asyncio.Event) -> None:
         self.name = name
         self._task = task
+        self._wake = wake
+        self._stopping = stopping
 
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+    async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise  # the caller is being cancelled, not the routine
+        except TimeoutError:
+            log.warning("background_routine_cancelled", routine=self.name, timeout_s=timeout)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     @property
     def running(self) -> bool:
@@ -51,8 +68,10 @@ class Supervisor:
         """Run ``step`` every ``interval`` seconds (sooner when ``wake`` is set) until stopped."""
         if name in self._routines and self._routines[name].running:
             raise RuntimeError(f"routine {name!r} is already running")
-        task = asyncio.create_task(self._repeat(name, interval, step, wake), name=name)
-        routine = Routine(name, task)
+        wake = wake or asyncio.Event()
+        stopping = asyncio.Event()
+        task = asyncio.create_task(self._repeat(name, interval, step, wake, stopping), name=name)
+        routine = Routine(name, task, wake, stopping)
         self._routines[name] = routine
         return routine
 
@@ -95,16 +114,15 @@ class Supervisor:
 
     @staticmethod
     async def _repeat(name: str, interval: float, step: Callable[[], Awaitable[object]],
-                      wake: asyncio.Event | None) -> None:
+                      wake: asyncio.Event, stopping: asyncio.Event) -> None:
         failures = 0
-        while True:
+        while not stopping.is_set():
             delay = interval if not failures else min(BACKOFF_MAX, interval * 2 ** failures)
-            if wake is None:
-                await asyncio.sleep(delay)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=delay)
-                wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+            wake.clear()
+            if stopping.is_set():
+                return
             try:
                 await step()
                 failures = 0

@@ -140,6 +140,8 @@ class Lane:
                 await self._task
         if self._sends:
             _, pending = await asyncio.wait(self._sends, timeout=grace)
+            if pending:  # their results are unknown: the jobs stay pending and are sent again (same webhook-id)
+                log.warning("sends_cancelled_at_stop", callback_id=self.callback_id, sends=len(pending), grace_s=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

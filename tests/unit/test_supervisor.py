@@ -81,3 +81,39 @@ async def test_stop_cancels_a_task_that_outlives_its_grace() -> None:
     task = supervisor.spawn("stuck", asyncio.sleep(3600))
     await supervisor.stop(grace=0.01)
     assert task.cancelled()
+
+
+async def test_stopping_a_routine_lets_the_step_in_progress_finish() -> None:
+    """A result write cancelled while queued would never run: stop waits for the step instead."""
+    supervisor = Supervisor()
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[bool] = []
+
+    async def write() -> None:
+        started.set()
+        await release.wait()
+        finished.append(True)
+
+    routine = supervisor.every("writer", 0.001, write)
+    await asyncio.wait_for(started.wait(), timeout=10)
+    stopping = asyncio.create_task(routine.stop(timeout=10))
+    await asyncio.sleep(0)
+    release.set()
+    await stopping
+    assert finished == [True] and not routine.running
+    await supervisor.stop()
+
+
+async def test_a_step_that_outlasts_the_stop_timeout_is_cancelled() -> None:
+    supervisor = Supervisor()
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    routine = supervisor.every("stuck", 0.001, stuck)
+    await asyncio.wait_for(started.wait(), timeout=10)
+    await routine.stop(timeout=0.01)
+    assert not routine.running
+    await supervisor.stop()
