@@ -138,14 +138,29 @@ class OperationRunner:
                     await self._finish(op, "done", None)
                     bound.info("operation_finished", done=op.done, total=op.total)
                     return
-                if step.pause > 0:
-                    await asyncio.sleep(step.pause)
+                if step.pause > 0 and not await self._pause(op, step.pause, bound):
+                    return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             bound.exception("operation_failed", done=op.done, error=error)
             await self._finish(op, "failed", error)
+
+    async def _pause(self, op: Operation, seconds: float, bound: Any) -> bool:
+        """Wait between steps without letting the lease lapse (a pause may be longer than the lease):
+        renew it every third of a lease. False once the operation was cancelled, paused or taken."""
+        deadline = self._clock() + seconds
+        while (left := deadline - self._clock()) > 0:
+            await asyncio.sleep(min(left, self._lease / 3))
+            now = self._clock()
+            if now >= deadline:
+                break  # the next step's progress write renews the lease
+            if not await self._store.record_operation_progress(op.id, self.owner, op.done, op.total, op.cursor,
+                                                               now, now + self._lease):
+                bound.info("operation_interrupted", reason="cancelled, paused, or taken over", done=op.done)
+                return False
+        return True
 
     async def _finish(self, op: Operation, state: str, error: str | None) -> None:
         await self._store.finish_operation(op.id, self.owner, state, error, self._clock())
