@@ -29,6 +29,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from relay import tracing
 from relay.config import Settings
 from relay.delivery.dispatcher import Dispatcher
 from relay.events import InvalidEvent, RecordRef, accepted_event_types, decode_event
@@ -266,7 +267,8 @@ class Ingest:
                 account_id = index.account_for(event.mid)
                 if account_id is None:
                     continue
-                write.event = IncomingEvent(event, account_id, tp.topic, tp.partition, record.offset)
+                write.event = IncomingEvent(event, account_id, tp.topic, tp.partition, record.offset,
+                                            tracing.from_headers(record.headers))
                 write.jobs = [NewJob(event.id, route.callback.id, route.ordering_key, tp.partition,
                                      route.held_by, topic=tp.topic)
                               for route in index.route(event, account_id)]

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from relay import tracing
 from relay.api.auth import require_account
 from relay.api.context import context
 from relay.api.errors import bad_request, json_response
@@ -42,6 +43,7 @@ def _event_json(event: MessageEvent) -> dict[str, Any]:
     info = orjson.loads(event.body).get("info") or {}
     return {
         "eventId": event.event_id, "eventCategoryType": event.type, "timestampUTC": event.timestamp_ms,
+        "traceId": tracing.trace_id(event.traceparent),
         "status": info.get("status"), "bounceCode": info.get("bounceCode"), "reason": info.get("reason"),
         "to": info.get("to"), "subscriberKey": info.get("subscriberKey"), "messageKey": info.get("messageKey"),
         "deliveries": [

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from relay import tracing
 from relay.delivery.circuit import CircuitBreaker, CircuitConfig
 from relay.delivery.endpoint import EndpointSender
 from relay.delivery.http import HttpOutcome
@@ -229,6 +230,9 @@ class Lane:
             keys = SigningKeys.from_secrets(s.secret for s in callback.active_secrets(now))
             headers = delivery_headers(keys, msg_id, int(now), shaped.body, ens=callback.ens_signature)
             headers["content-type"] = shaped.content_type
+            trace = next((job.traceparent for job in shaped.sent if job.traceparent), None)
+            if trace is not None:  # one trace per request: the first event's (W3C allows one parent)
+                headers[tracing.HEADER] = tracing.child(trace)
             timeout = callback.options.timeout or self._config.timeout
             outcome = await self._sender.post(callback, shaped.body, headers, timeout)
             self._settle(callback, shaped.sent, msg_id, outcome)
@@ -290,6 +294,7 @@ class Lane:
             callback_id=callback.id, webhook_id=msg_id, event_ids=[j.event_id for j in batch[:10]],
             batch_size=len(batch), attempt=attempt_number, status=outcome.status,
             error=outcome.error, outcome=result.outcome, latency_ms=round(outcome.latency_ms, 2),
+            trace_id=tracing.trace_id(next((j.traceparent for j in batch if j.traceparent), None)),
         )
         if result.outcome == "retry":
             self._window.retry_at(batch, result.next_attempt_at, attempt_number, msg_id)

@@ -187,6 +187,10 @@ STEPS: tuple[str, ...] = (
     """
     ALTER TABLE callbacks ADD COLUMN auth {blob}
     """,
+    # 8: the producer's W3C traceparent travels with its event to the POST
+    """
+    ALTER TABLE events ADD COLUMN traceparent TEXT
+    """,
 )
 
 
@@ -200,8 +204,8 @@ _TYPES = {
 }
 # Which steps make up each version, per dialect (1-based step numbers).
 _VERSIONS = {
-    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,)),
-    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,)),
+    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)),
+    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,), (8,)),
 }
 
 

@@ -201,6 +201,7 @@ class Job:
     event_timestamp_ms: int = 0
     topic: str = ""
     partition: int = -1
+    traceparent: str | None = None  # the producer's W3C trace context, if its record carried one
 
     @property
     def source(self) -> tuple[str, int]:
@@ -217,6 +218,7 @@ class IncomingEvent:
     topic: str
     partition: int
     offset: int
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -491,13 +491,13 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             if events:
                 c.executemany(
                     "INSERT INTO events (id, account_id, type, mid, timestamp_ms, "
-                    'subscriber_key, message_key, body, topic, partition, "offset", received_at) '
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    'subscriber_key, message_key, body, topic, partition, "offset", received_at, traceparent) '
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     [
                         (
                             i.event.id, i.account_id, i.event.type, i.event.mid, i.event.timestamp_ms,
                             i.event.subscriber_key, i.event.message_key, i.event.body, i.topic, i.partition,
-                            i.offset, now,
+                            i.offset, now, i.traceparent,
                         )
                         for i in events
                     ],
@@ -520,11 +520,12 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             raise RecordRejected(f"{type(exc).__name__}: {exc}") from exc
         except self.UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        by_id = {i.event.id: i.event for i in events}
+        by_id = {i.event.id: i for i in events}
         for job in inserted:
-            event = by_id[job.event_id]
-            job.body = event.body
-            job.event_timestamp_ms = event.timestamp_ms
+            incoming = by_id[job.event_id]
+            job.body = incoming.event.body
+            job.event_timestamp_ms = incoming.event.timestamp_ms
+            job.traceparent = incoming.traceparent
         return inserted
 
     async def list_quarantine(self, limit: int = 100) -> list[QuarantinedRecord]:
@@ -651,6 +652,7 @@ _JOB = Columns(
     Job, id="j.id", event_id="j.event_id", callback_id="j.callback_id", ordering_key="j.ordering_key",
     body="e.body", created_at="j.created_at", attempts="j.attempts", next_attempt_at="j.next_attempt_at",
     batch_id="j.batch_id", event_timestamp_ms="e.timestamp_ms", topic="j.topic", partition="j.partition",
+    traceparent="e.traceparent",
 )
 MAX_SUBSCRIPTIONS_PER_CALLBACK = 200
 

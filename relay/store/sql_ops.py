@@ -172,7 +172,7 @@ class SqlOperations:
 
         def run(c: Any) -> list[MessageEvent]:
             events = c.execute(
-                f"SELECT id, type, timestamp_ms, body FROM events WHERE account_id = ? AND {column} = ? "
+                f"SELECT id, type, timestamp_ms, body, traceparent FROM events WHERE account_id = ? AND {column} = ? "
                 "ORDER BY timestamp_ms, id LIMIT ?", (account_id, value, limit)).fetchall()
             jobs: dict[str, list[JobState]] = {}
             if events:
@@ -181,8 +181,8 @@ class SqlOperations:
                         f"SELECT event_id, {_JOB_STATE.sql} FROM jobs WHERE event_id IN ({marks}) ORDER BY id",
                         [e[0] for e in events]).fetchall():
                     jobs.setdefault(row[0], []).append(_JOB_STATE.build(row[1:]))
-            return [MessageEvent(event_id, kind, ts, bytes(body), tuple(jobs.get(event_id, ())))
-                    for event_id, kind, ts, body in events]
+            return [MessageEvent(event_id, kind, ts, bytes(body), tuple(jobs.get(event_id, ())), trace)
+                    for event_id, kind, ts, body, trace in events]
 
         return await self._read(run)
 

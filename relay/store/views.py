@@ -102,6 +102,7 @@ class MessageEvent:
     timestamp_ms: int
     body: bytes
     deliveries: tuple[JobState, ...]
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
