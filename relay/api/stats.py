@@ -30,9 +30,22 @@ async def counts(ctx: ApiContext, account_id: str, window_minutes: int, bucket: 
     for kind, start, count in rows:
         series.setdefault(start, {})[kind] = count
         totals[kind] = totals.get(kind, 0) + count
+    deliveries: dict[int, dict[str, int]] = {}
+    delivery_totals = {"delivered": 0, "retry": 0, "dead": 0, "eventsDelivered": 0}
+    for attempt in await ctx.store.attempt_counts(account_id, since, bucket_ms):
+        per = deliveries.setdefault(attempt.bucket_ms, {"delivered": 0, "retry": 0, "dead": 0, "eventsDelivered": 0})
+        per[attempt.outcome] = per.get(attempt.outcome, 0) + attempt.requests
+        delivery_totals[attempt.outcome] = delivery_totals.get(attempt.outcome, 0) + attempt.requests
+        if attempt.outcome == "delivered":
+            per["eventsDelivered"] += attempt.events
+            delivery_totals["eventsDelivered"] += attempt.events
     return {
         "bucket": bucket, "since": since, "until": now_ms, "totals": totals,
         "series": [{"start": start, "counts": series[start]} for start in sorted(series)],
+        # Webhook POSTs by outcome (delivered; retry: failed, to be tried again; dead), apart from
+        # event types: a "Delivered" event type is an SMS/email fact, not a webhook delivery.
+        "deliveries": {"totals": delivery_totals,
+                       "series": [{"start": start, "counts": deliveries[start]} for start in sorted(deliveries)]},
     }
 
 
@@ -45,7 +58,8 @@ def _window(request: web.Request) -> tuple[int, str]:
 
 @routes.get("/v1/stats")
 async def stats(request: web.Request) -> web.Response:
-    """Counts per event type per minute (or hour) over a window (default the last 60 minutes)."""
+    """Counts per event type, and webhook POSTs per outcome, per minute (or hour) over a window
+    (default the last 60 minutes)."""
     account = require_account(request)
     window, bucket = _window(request)
     return json_response(await counts(context(request), account.id, window, bucket))

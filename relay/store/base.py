@@ -22,6 +22,7 @@ from relay.store.models import (
     Subscription,
 )
 from relay.store.views import (
+    AttemptCount,
     AttemptRow,
     CallbackHealth,
     DeadLetter,
@@ -190,6 +191,8 @@ class Store(Protocol):
 
     async def message_timeline(self, account_id: str, field: str, value: str,
                                limit: int) -> list[MessageEvent]: ...
+
+    async def attempt_counts(self, account_id: str, since_ms: int, bucket_ms: int) -> list[AttemptCount]: ...
 
     async def event_counts(self, account_id: str, since_ms: int, bucket_ms: int) -> list[EventCount]: ...
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from relay.store.base import NotFound
 from relay.store.rows import Columns
 from relay.store.views import (
+    AttemptCount,
     AttemptRow,
     CallbackHealth,
     DeadLetter,
@@ -213,6 +214,16 @@ class SqlOperations:
             (bucket_ms, bucket_ms, account_id, since_ms),
         ).fetchall())
         return [EventCount(*row) for row in rows]
+
+    async def attempt_counts(self, account_id: str, since_ms: int, bucket_ms: int) -> list[AttemptCount]:
+        """Webhook POSTs per outcome (delivered, retry, dead) per bucket, newer than ``since_ms``."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT a.outcome, (CAST(a.at * 1000 AS BIGINT) / ?) * ? AS bucket, COUNT(*), SUM(a.job_count) "
+            "FROM attempts a JOIN callbacks c ON c.id = a.callback_id WHERE c.account_id = ? AND a.at >= ? "
+            "GROUP BY a.outcome, bucket ORDER BY bucket",
+            (bucket_ms, bucket_ms, account_id, since_ms / 1000),
+        ).fetchall())
+        return [AttemptCount(outcome, int(bucket), int(n), int(events or 0)) for outcome, bucket, n, events in rows]
 
     # -- retention ------------------------------------------------------------------------
     async def purge_older_than(self, events_before: float, attempts_before: float,

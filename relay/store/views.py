@@ -114,6 +114,15 @@ class StoredDelivery:
     body: bytes
 
 
+class AttemptCount(NamedTuple):
+    """Webhook POSTs (and the events they carried) with one outcome in one time bucket."""
+
+    outcome: str
+    bucket_ms: int
+    requests: int
+    events: int
+
+
 class EventCount(NamedTuple):
     type: str
     bucket_ms: int

@@ -40,6 +40,11 @@ function kindOf(eventType) {
 
 // -- live counters and chart (Server-Sent Events read with fetch, so the key stays in a header) --
 function renderCounts(counts) {
+  const hooks = counts.deliveries.totals;
+  $("hooks-delivered").textContent = hooks.delivered;
+  $("hooks-retry").textContent = hooks.retry;
+  $("hooks-dead").textContent = hooks.dead;
+  $("hooks-events").textContent = hooks.eventsDelivered;
   const totals = { sent: 0, bounced: 0, delivered: 0, other: 0 };
   for (const [type, n] of Object.entries(counts.totals)) totals[kindOf(type)] += n;
   $("count-sent").textContent = totals.sent;

@@ -83,6 +83,13 @@ async def test_dashboard_live_counts_search_and_replay(kafka: KafkaBroker, tmp_p
                                      timeout=15000)
         assert await number(page, "count-delivered") == 2
         assert await page.locator("#chart rect").count() >= 1, "the per-minute chart draws the counts"
+        # Webhook deliveries are counted apart from the "Delivered" event type: the healthy endpoint
+        # took POSTs, the broken one failed (retrying) and gave up (dead).
+        await page.wait_for_function("Number(document.getElementById('hooks-delivered').textContent) >= 1 && "
+                                     "Number(document.getElementById('hooks-retry').textContent) >= 1 && "
+                                     "Number(document.getElementById('hooks-dead').textContent) >= 1",
+                                     timeout=15000)
+        assert await number(page, "hooks-events") >= 8
 
         await page.fill("#search-value", "reset-42")
         await page.click("#search-form button")

@@ -212,6 +212,9 @@ async def test_message_status_timeline_stats_and_activity_stream(relay: RelayHar
 
     _, stats = await tenant.api.call("GET", "/v1/stats?windowMinutes=1440", expect=200)
     assert stats["totals"] == {"TransactionalSendEvents.EmailSent": 2, "TransactionalSendEvents.EmailBounced": 1}
+    # Webhook POSTs are counted apart from event types: one bounce was subscribed to and delivered.
+    assert stats["deliveries"]["totals"]["delivered"] >= 1 and stats["deliveries"]["totals"]["eventsDelivered"] == 1
+    assert stats["deliveries"]["totals"]["dead"] == 0
     _, hourly = await tenant.api.call("GET", "/v1/stats?bucket=hour&windowMinutes=1440", expect=200)
     assert sum(sum(b["counts"].values()) for b in hourly["series"]) == 3
 
