@@ -109,6 +109,7 @@ class Relay:
         ctx = ApiContext(s, self.store, self.client, self.router,
                          readiness={"kafka": self._kafka_ready, "ingest": self._ingest_ready}, clock=self._clock,
                          requeue=self.dispatcher.requeue, circuit_state=self._circuit_state,
+                         in_flight=self._in_flight,
                          operations=self.operations, sender=self.sender)
         # Long-lived streams (the activity stream) must not hold a shutdown for long.
         self._runner = await serve_app(build_api(ctx), s.api_host_port, "RELAY_API_LISTEN")
@@ -166,6 +167,10 @@ class Relay:
         ingest = getattr(self, "ingest", None)
         if ingest is not None:
             await ingest.check_ready()
+
+    def _in_flight(self, callback_id: str) -> int:
+        lane = self.dispatcher.lanes.get(callback_id)
+        return 0 if lane is None else lane.in_flight
 
     def _circuit_state(self, callback_id: str) -> str | None:
         lane = self.dispatcher.lanes.get(callback_id)

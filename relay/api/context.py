@@ -27,6 +27,7 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     requeue: Callable[[str], None] | None = None
     circuit_state: Callable[[str], str | None] | None = None
+    in_flight: Callable[[str], int] | None = None  # POSTs in flight to a callback from this instance
     operations: OperationRunner | None = None
     sender: EndpointSender | None = None
 

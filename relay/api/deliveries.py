@@ -51,6 +51,8 @@ async def health(request: web.Request) -> web.Response:
         "successRate": stats.delivered / stats.attempts if stats.attempts else None,
         "averageLatencyMs": stats.average_latency_ms,
         "pending": stats.pending,
+        "nextRetryAt": stats.next_retry_at,
+        "inFlight": ctx.in_flight(callback.id) if ctx.in_flight else 0,
         "deadLetters": stats.dead_letters,
         "lastError": None if failure is None else {
             "at": failure.at, "status": failure.status, "error": failure.error,

@@ -154,14 +154,14 @@ class SqlOperations:
                 "SELECT COUNT(*), SUM(CASE WHEN outcome = 'delivered' THEN 1 ELSE 0 END), AVG(latency_ms) "
                 "FROM attempts WHERE callback_id = ? AND at >= ?", (callback_id, since)).fetchone()
             failures = _attempts(c, "callback_id = ? AND outcome != 'delivered'", (callback_id,), 1, newest=True)
-            pending, oldest = c.execute(
-                "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE callback_id = ? AND state = 'pending'",
-                (callback_id,)).fetchone()
+            pending, oldest, next_retry = c.execute(
+                "SELECT COUNT(*), MIN(created_at), MIN(CASE WHEN attempts > 0 THEN next_attempt_at END) "
+                "FROM jobs WHERE callback_id = ? AND state = 'pending'", (callback_id,)).fetchone()
             dead = c.execute("SELECT COUNT(*) FROM deadletters WHERE callback_id = ?",
                              (callback_id,)).fetchone()[0]
             return CallbackHealth(attempts=total, delivered=ok or 0, average_latency_ms=avg_latency,
                                   pending=pending, oldest_pending_created_at=oldest, dead_letters=dead,
-                                  last_failure=failures[0] if failures else None)
+                                  last_failure=failures[0] if failures else None, next_retry_at=next_retry)
 
         return await self._read(run)
 

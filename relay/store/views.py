@@ -82,6 +82,7 @@ class CallbackHealth:
     oldest_pending_created_at: float | None
     dead_letters: int
     last_failure: AttemptRow | None
+    next_retry_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

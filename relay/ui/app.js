@@ -131,6 +131,8 @@ async function renderCallbacks() {
       cell(h.successRate === null ? null : `${Math.round(h.successRate * 100)} %`),
       cell(h.averageLatencyMs === null ? null : `${h.averageLatencyMs.toFixed(1)} ms`),
       cell(h.pending),
+      cell(h.inFlight),
+      cell(h.nextRetryAt === null ? null : when(h.nextRetryAt), "next-retry"),
       cell(h.oldestPendingAgeSeconds === null ? null : `${Math.round(h.oldestPendingAgeSeconds)} s`),
       cell(rateLimitText(cb)),
       cell(callsAs(cb), "calls-as"),

@@ -3,6 +3,7 @@ message status, live stats and the activity stream, retention, and the dead-lett
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,30 @@ async def test_a_bulk_replay_is_a_durable_operation_that_can_be_cancelled(kafka:
         assert after["replayed"] == cancelled["progress"]["done"], "a cancelled replay went on counting"
         _, left = await tenant.api.call("GET", "/v1/deadletters", expect=200)
         assert left["data"] == []
+    finally:
+        await harness.close()
+        await receiver.stop()
+
+
+async def test_health_says_when_a_waiting_callback_is_tried_next(kafka: KafkaBroker, tmp_path: Path) -> None:
+    """A callback waiting out a long retry looks different from a stuck one: nextRetryAt says when."""
+    receiver = await RecordingReceiver(responder=lambda r: 503).start()
+    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, retry_schedule="0,1h",
+                                              retry_max_age="3h")).start()
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(receiver, maxBatchSize=1)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        started = time.time()
+        await send(harness, tenant, [sample_event("EmailSent", mid=tenant.mid, subscriber_key="k")])
+
+        async def waiting() -> Any:
+            _, health = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}/health", expect=200)
+            return health if health["nextRetryAt"] is not None else None
+
+        health = await eventually(waiting, timeout=30, what="the failed job waiting for its retry")
+        assert health["nextRetryAt"] >= started + 3600 * 0.8, "an hour, give or take the 20 % jitter"
+        assert health["pending"] == 1 and health["inFlight"] == 0
     finally:
         await harness.close()
         await receiver.stop()
