@@ -72,8 +72,13 @@ async def run_demo(settings: Settings, demo_dir: Path, rate: float, receiver_por
                 "eventCategoryTypes": ["TransactionalSendEvents.*", "EngagementEvents.*"],
             })
             await relay.router.refresh()
-            print(f"\nRelay API on {api} — account key {key}\n"
-                  f"Producing {rate:g} sample events/s to {settings.topics[0]}; Ctrl-C stops.\n",
+            print(f"\nRelay is running the demo. Ctrl-C stops it and cleans up.\n"
+                  f"  dashboard    {api}/ui  (log in with the account key)\n"
+                  f"  account key  {key}   (RELAY_API_KEY for `relay callbacks list`, …)\n"
+                  f"  admin key    {settings.admin_key}   (RELAY_ADMIN_KEY for `relay accounts …`)\n"
+                  f"  API          {api}   (RELAY_API_URL; description at {api}/v1/openapi.yaml)\n"
+                  f"  producing    {rate:g} sample events/s to {settings.topics[0]}; the receiver on port "
+                  f"{receiver_port} prints each verified delivery\n",
                   flush=True)
             producer_task = asyncio.create_task(_produce(settings, rate, stop))
             await stop.wait()

@@ -31,3 +31,16 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     )
     logging.basicConfig(level=max(_LEVELS[level], 30), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiokafka.consumer.group_coordinator").addFilter(_retriable_coordinator_lookup)
+
+
+def _retriable_coordinator_lookup(record: logging.LogRecord) -> bool:
+    """aiokafka logs an ERROR for every retried coordinator lookup; on a fresh broker the first ones
+    always fail while ``__consumer_offsets`` is created, which alarms newcomers for nothing. They are
+    lowered to INFO (so hidden at the default level); a lookup that keeps failing shows as a stalled
+    ingest (``/readyz``, ``ingest.stalled`` on ``relay.ops``)."""
+    if record.levelno == logging.ERROR and record.getMessage().startswith("Group Coordinator Request failed") \
+            and "NotAvailable" in record.getMessage():
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+    return True

@@ -100,6 +100,7 @@ def accounts() -> None:
 @click.option("--mid", required=True, help="The account's MID; events route by it.")
 @_api_options(admin=True)
 def accounts_create(name: str, mid: str, api: str, key: str, as_json: bool) -> None:
+    """Create an account for a MID; prints its first API key (shown once)."""
     client = Api(api, key, as_json)
     client.show(client.call("POST", "/v1/accounts", {"name": name, "mid": mid}),
                 ("id", "name", "mid", "apiKey", "keyId"))
@@ -108,6 +109,7 @@ def accounts_create(name: str, mid: str, api: str, key: str, as_json: bool) -> N
 @accounts.command("list")
 @_api_options(admin=True)
 def accounts_list(api: str, key: str, as_json: bool) -> None:
+    """Every account (admin key)."""
     client = Api(api, key, as_json)
     client.show(client.call("GET", "/v1/accounts"), ("id", "name", "mid"))
 
@@ -117,6 +119,7 @@ def accounts_list(api: str, key: str, as_json: bool) -> None:
 @click.option("--name", default="unnamed")
 @_api_options(admin=True)
 def accounts_add_key(account_id: str, name: str, api: str, key: str, as_json: bool) -> None:
+    """Another API key for an account (shown once)."""
     client = Api(api, key, as_json)
     client.show(client.call("POST", f"/v1/accounts/{account_id}/keys", {"name": name}),
                 ("keyId", "name", "apiKey"))
@@ -127,6 +130,7 @@ def accounts_add_key(account_id: str, name: str, api: str, key: str, as_json: bo
 @click.argument("key_id")
 @_api_options(admin=True)
 def accounts_revoke_key(account_id: str, key_id: str, api: str, key: str, as_json: bool) -> None:
+    """Revoke an API key by its keyId; it stops working at once."""
     Api(api, key, as_json).call("DELETE", f"/v1/accounts/{account_id}/keys/{key_id}")
     click.echo(f"revoked {key_id}")
 
@@ -134,7 +138,8 @@ def accounts_revoke_key(account_id: str, key_id: str, api: str, key: str, as_jso
 # -- callbacks ---------------------------------------------------------------------------
 @click.group()
 def callbacks() -> None:
-    """Receiving endpoints (account key)."""
+    """Receiving endpoints. The account key comes from --key or RELAY_API_KEY, the API from --api or
+    RELAY_API_URL (default http://127.0.0.1:8080)."""
 
 
 @callbacks.command("create")
@@ -212,6 +217,7 @@ def _read(path: str) -> str:
 @callbacks.command("list")
 @_api_options()
 def callbacks_list(api: str, key: str, as_json: bool) -> None:
+    """Your callbacks (RELAY_API_KEY, RELAY_API_URL)."""
     client = Api(api, key, as_json)
     client.show(client.call("GET", "/v1/callbacks"), CALLBACK_COLUMNS)
 
@@ -220,6 +226,7 @@ def callbacks_list(api: str, key: str, as_json: bool) -> None:
 @click.argument("callback_id")
 @_api_options()
 def callbacks_show(callback_id: str, api: str, key: str, as_json: bool) -> None:
+    """One callback: URL, state, delivery options."""
     client = Api(api, key, as_json)
     client.show(client.call("GET", f"/v1/callbacks/{callback_id}"), CALLBACK_COLUMNS)
 
@@ -229,6 +236,7 @@ def callbacks_show(callback_id: str, api: str, key: str, as_json: bool) -> None:
 @click.argument("verification_key")
 @_api_options()
 def callbacks_verify(callback_id: str, verification_key: str, api: str, key: str, as_json: bool) -> None:
+    """Prove you own the URL with the key Relay POSTed to it."""
     client = Api(api, key, as_json)
     client.show(client.call("POST", f"/v1/callbacks/{callback_id}/verify",
                             {"verificationKey": verification_key}), CALLBACK_COLUMNS)
@@ -240,6 +248,7 @@ def callbacks_verify(callback_id: str, verification_key: str, api: str, key: str
               help="Seconds the old secret keeps signing (default: the relay's setting).")
 @_api_options()
 def callbacks_rotate(callback_id: str, overlap: int | None, api: str, key: str, as_json: bool) -> None:
+    """A new signing secret; the old ones keep signing for the overlap."""
     client = Api(api, key, as_json)
     body = {} if overlap is None else {"overlapSeconds": overlap}
     client.show(client.call("POST", f"/v1/callbacks/{callback_id}/rotate-secret", body),
@@ -250,6 +259,7 @@ def callbacks_rotate(callback_id: str, overlap: int | None, api: str, key: str, 
 @click.argument("callback_id")
 @_api_options()
 def callbacks_delete(callback_id: str, api: str, key: str, as_json: bool) -> None:
+    """Delete a callback no subscription uses."""
     Api(api, key, as_json).call("DELETE", f"/v1/callbacks/{callback_id}")
     click.echo(f"deleted {callback_id}")
 
@@ -331,6 +341,7 @@ def operations() -> None:
 @click.option("--kind", type=click.Choice(["redrive", "recover", "handshake", "release-held"]), default=None)
 @_api_options()
 def operations_list(kind: str | None, api: str, key: str, as_json: bool) -> None:
+    """Recent background operations of your account."""
     client = Api(api, key, as_json)
     query = f"?kind={kind}" if kind else ""
     client.show(client.call("GET", f"/v1/operations{query}"), OPERATION_COLUMNS)
@@ -341,6 +352,7 @@ def operations_list(kind: str | None, api: str, key: str, as_json: bool) -> None
 @click.option("--follow", is_flag=True, help="Follow it with a progress bar until it finishes.")
 @_api_options()
 def operations_show(operation_id: str, follow: bool, api: str, key: str, as_json: bool) -> None:
+    """One operation's state and progress (--follow for a progress bar)."""
     client = Api(api, key, as_json)
     op = client.call("GET", f"/v1/operations/{operation_id}")
     client.show(_follow(client, op) if follow else op, OPERATION_COLUMNS)
@@ -378,6 +390,7 @@ def subs() -> None:
 @_api_options()
 def subs_create(name: str, callback_id: str, types: tuple[str, ...], filters: tuple[str, ...],
                 ordering: str, hold_when_paused: bool, api: str, key: str, as_json: bool) -> None:
+    """Subscribe a callback to event types, with optional filters."""
     client = Api(api, key, as_json)
     client.show(client.call("POST", "/v1/subscriptions", {
         "name": name, "callbackId": callback_id, "eventCategoryTypes": list(types),
@@ -389,6 +402,7 @@ def subs_create(name: str, callback_id: str, types: tuple[str, ...], filters: tu
 @subs.command("list")
 @_api_options()
 def subs_list(api: str, key: str, as_json: bool) -> None:
+    """Your subscriptions."""
     client = Api(api, key, as_json)
     client.show(client.call("GET", "/v1/subscriptions"), SUB_COLUMNS)
 
@@ -397,6 +411,7 @@ def subs_list(api: str, key: str, as_json: bool) -> None:
 @click.argument("subscription_id")
 @_api_options()
 def subs_show(subscription_id: str, api: str, key: str, as_json: bool) -> None:
+    """One subscription."""
     client = Api(api, key, as_json)
     client.show(client.call("GET", f"/v1/subscriptions/{subscription_id}"), (*SUB_COLUMNS, "statusReason"))
 
@@ -406,6 +421,7 @@ def subs_show(subscription_id: str, api: str, key: str, as_json: bool) -> None:
 @click.option("--reason", default=None)
 @_api_options()
 def subs_pause(subscription_id: str, reason: str | None, api: str, key: str, as_json: bool) -> None:
+    """Pause a subscription: its events are dropped, or held if it was created with onPause hold."""
     client = Api(api, key, as_json)
     client.show(client.call("POST", f"/v1/subscriptions/{subscription_id}/pause",
                             {"statusReason": reason}), (*SUB_COLUMNS, "statusReason"))
@@ -415,6 +431,7 @@ def subs_pause(subscription_id: str, reason: str | None, api: str, key: str, as_
 @click.argument("subscription_id")
 @_api_options()
 def subs_resume(subscription_id: str, api: str, key: str, as_json: bool) -> None:
+    """Resume a subscription; held events are delivered in order."""
     client = Api(api, key, as_json)
     client.show(client.call("POST", f"/v1/subscriptions/{subscription_id}/resume", {}), SUB_COLUMNS)
 
@@ -423,6 +440,7 @@ def subs_resume(subscription_id: str, api: str, key: str, as_json: bool) -> None
 @click.argument("subscription_id")
 @_api_options()
 def subs_delete(subscription_id: str, api: str, key: str, as_json: bool) -> None:
+    """Delete a subscription."""
     Api(api, key, as_json).call("DELETE", f"/v1/subscriptions/{subscription_id}")
     click.echo(f"deleted {subscription_id}")
 
@@ -448,6 +466,7 @@ def _dlq_query(callback_id: str | None, event_type: str | None, reason: str | No
 @_api_options()
 def dlq_list(callback_id: str | None, event_type: str | None, reason: str | None, limit: int, api: str,
              key: str, as_json: bool) -> None:
+    """Dead letters, oldest first, filtered by callback, type or reason."""
     client = Api(api, key, as_json)
     query = urllib.parse.urlencode({**_dlq_query(callback_id, event_type, reason), "limit": limit})
     client.show(client.call("GET", f"/v1/deadletters?{query}"), DLQ_COLUMNS)
@@ -457,6 +476,7 @@ def dlq_list(callback_id: str | None, event_type: str | None, reason: str | None
 @click.argument("deadletter_id", type=int)
 @_api_options()
 def dlq_show(deadletter_id: int, api: str, key: str, as_json: bool) -> None:
+    """One dead letter with its event and every attempt."""
     client = Api(api, key, as_json)
     letter = client.call("GET", f"/v1/deadletters/{deadletter_id}")
     if as_json:
@@ -507,6 +527,7 @@ def dlq_replay(deadletter_ids: tuple[int, ...], all_matching: bool, callback_id:
 @_api_options()
 def dlq_purge(deadletter_ids: tuple[int, ...], all_matching: bool, callback_id: str | None,
               event_type: str | None, reason: str | None, api: str, key: str, as_json: bool) -> None:
+    """Delete dead letters by id, or --all-matching a filter."""
     client = Api(api, key, as_json)
     if deadletter_ids:
         for letter_id in deadletter_ids:
