@@ -246,29 +246,117 @@ async function startRecovery(event) {
   await renderOperations();
 }
 
-// -- dead letters with a replay button --
+// -- dead letters: filters, paging, select-and-replay, replay-all-matching, attempts --
+const dlq = { cursor: "0", next: null, names: new Map() };
+
+function dlqFilter() {
+  const filter = {};
+  if ($("dlq-callback").value) filter.callbackId = $("dlq-callback").value;
+  if ($("dlq-type").value.trim()) filter.eventType = $("dlq-type").value.trim();
+  if ($("dlq-reason").value.trim()) filter.reason = $("dlq-reason").value.trim();
+  return filter;
+}
+
 async function renderDeadLetters() {
-  const { data } = await api("GET", "/v1/deadletters?limit=50");
+  const { data: callbacks } = await api("GET", "/v1/callbacks");
+  dlq.names = new Map(callbacks.map((cb) => [cb.id, cb.name]));
+  const select = $("dlq-callback");
+  const chosen = select.value;
+  select.replaceChildren(new Option("every callback", ""), ...callbacks.map((cb) => new Option(cb.name, cb.id)));
+  select.value = chosen;
+  const query = new URLSearchParams({ ...dlqFilter(), limit: "50", cursor: dlq.cursor });
+  const { data, nextCursor } = await api("GET", `/v1/deadletters?${query}`);
+  dlq.next = nextCursor;
+  $("dlq-next").hidden = !nextCursor;
+  $("dlq-first").hidden = dlq.cursor === "0";
   $("deadletters-empty").hidden = data.length > 0;
-  $("deadletters").querySelector("tbody").replaceChildren(...data.map((d) => {
+  const body = $("deadletters").querySelector("tbody");
+  const open = new Set([...body.querySelectorAll("tr.attempts")].map((tr) => tr.dataset.of));
+  const picked = new Set([...body.querySelectorAll("input.pick:checked")].map((box) => box.value));
+  const rows = [];
+  for (const d of data) {
     const tr = document.createElement("tr");
     tr.dataset.id = d.id;
-    const button = document.createElement("button");
-    button.textContent = "Replay";
-    button.className = "replay";
-    button.addEventListener("click", async () => {
-      button.disabled = true;
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.className = "pick";
+    pick.value = d.id;
+    pick.checked = picked.has(String(d.id));
+    const check = document.createElement("td");
+    check.appendChild(pick);
+    const replay = document.createElement("button");
+    replay.textContent = "Replay";
+    replay.className = "replay";
+    replay.addEventListener("click", async () => {
+      replay.disabled = true;
       await api("POST", `/v1/deadletters/${d.id}/replay`);
-      button.textContent = "Replayed";
+      replay.textContent = "Replayed";
       setTimeout(refresh, 500);
     });
-    const action = document.createElement("td");
-    action.appendChild(button);
-    tr.append(cell(d.id), cell(d.eventType), cell(d.subscriberKey), cell(d.callbackId), cell(d.reason),
-              cell(d.attemptCount), action);
-    return tr;
-  }));
+    const details = document.createElement("button");
+    details.textContent = "Attempts";
+    details.className = "show-attempts";
+    details.addEventListener("click", () => toggleAttempts(tr, d.id));
+    const actions = document.createElement("td");
+    actions.append(replay, details);
+    tr.append(check, cell(d.id), cell(when(d.createdAt)), cell(d.eventType), cell(d.subscriberKey),
+              cell(dlq.names.get(d.callbackId) || d.callbackId), cell(d.reason), cell(d.attemptCount), actions);
+    rows.push(tr);
+  }
+  body.replaceChildren(...rows);
+  for (const tr of rows) if (open.has(tr.dataset.id)) await toggleAttempts(tr, tr.dataset.id);
 }
+
+async function toggleAttempts(tr, id) {
+  const shown = tr.nextElementSibling;
+  if (shown && shown.classList.contains("attempts")) {
+    shown.remove();
+    return;
+  }
+  const letter = await api("GET", `/v1/deadletters/${id}`);
+  const row = document.createElement("tr");
+  row.className = "attempts";
+  row.dataset.of = String(id);
+  const td = document.createElement("td");
+  td.colSpan = 9;
+  const list = document.createElement("ol");
+  for (const a of letter.attempts) {
+    const item = document.createElement("li");
+    item.textContent = `${when(a.at)} — ${a.status === null ? "no answer" : "HTTP " + a.status} in `
+      + `${Math.round(a.latencyMs)} ms${a.error ? " — " + a.error : ""}${a.responseExcerpt ? " — " + a.responseExcerpt : ""}`;
+    list.appendChild(item);
+  }
+  td.appendChild(list);
+  row.appendChild(td);
+  tr.after(row);
+}
+
+async function replayDeadLetters(body) {
+  $("dlq-message").textContent = "";
+  try {
+    const started = await api("POST", "/v1/deadletters/replay", { ratePerSecond: 100, ...body });
+    $("dlq-message").textContent = `replay ${started.id} started — progress under Background operations`;
+  } catch (error) {
+    $("dlq-message").textContent = error.message;
+  }
+  await refresh();
+}
+
+$("dlq-filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  dlq.cursor = "0";
+  refresh();
+});
+$("dlq-next").addEventListener("click", () => { dlq.cursor = dlq.next || "0"; refresh(); });
+$("dlq-first").addEventListener("click", () => { dlq.cursor = "0"; refresh(); });
+$("dlq-replay-selected").addEventListener("click", () => {
+  const ids = [...document.querySelectorAll("#deadletters input.pick:checked")].map((box) => Number(box.value));
+  if (ids.length) replayDeadLetters({ ids });
+});
+$("dlq-replay-all").addEventListener("click", () => {
+  const filter = dlqFilter();
+  replayDeadLetters(Object.keys(filter).length ? filter : { all: true });
+});
 
 // -- message status search --
 async function search(event) {

@@ -162,3 +162,53 @@ async def test_dashboard_test_send_rate_limit_and_a_recovery_with_pause(kafka: K
     finally:
         await harness.close()
         await receiver.stop()
+
+
+async def test_dashboard_dead_letters_filter_drill_down_and_replay(kafka: KafkaBroker, tmp_path: Path,
+                                                                   browser: Browser) -> None:
+    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, retry_schedule="0,50ms",
+                                              retry_max_age="500ms", circuit_failure_threshold=1000)).start()
+    broken = await RecordingReceiver(responder=lambda r: web.Response(status=500, text="down")).start()
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(broken, name="legacy", maxBatchSize=1)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        await harness.refresh_routing()
+        await send(harness, tenant, [sample_event("EmailBounced", mid=tenant.mid, subscriber_key=f"b{i}")
+                                     for i in range(3)]
+                   + [sample_event("SmsSent", mid=tenant.mid, subscriber_key="s0")])
+
+        context = await browser.new_context(viewport={"width": 1280, "height": 1400}, bypass_csp=True)
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(harness.base + "/ui")
+        await page.fill("#api-key", tenant.api.key)
+        await page.click("button[type=submit]")
+        await page.wait_for_function("document.querySelectorAll('#deadletters tbody tr').length >= 4",
+                                     timeout=30000)
+        assert "legacy" in (await page.text_content("#deadletters tbody tr") or ""), "callbacks by name"
+
+        await page.fill("#dlq-type", "TransactionalSendEvents.EmailBounced")
+        await page.click("#dlq-filter button[type=submit]")
+        await page.wait_for_function("document.querySelectorAll('#deadletters tbody tr').length === 3")
+        await page.click("#deadletters tbody tr >> nth=0 >> button.show-attempts")
+        await page.wait_for_selector("#deadletters tr.attempts li:has-text('HTTP 500')")
+
+        broken.responder = None  # the endpoint is fixed
+        await page.check("#deadletters tbody tr[data-id] >> nth=1 >> input.pick")
+        await page.click("#dlq-replay-selected")
+        await broken.wait_events(1, timeout=30)
+        await page.click("#dlq-replay-all")  # the two bounces left (the SMS is outside the filter)
+        await broken.wait_events(3, timeout=30)
+        await page.wait_for_selector("#operations tbody tr td:has-text('done')", timeout=30000)
+        delivered = {e["info"]["subscriberKey"] for e in broken.delivered_events()}
+        assert delivered == {"b0", "b1", "b2"}, delivered
+        await page.fill("#dlq-type", "")
+        await page.click("#dlq-filter button[type=submit]")
+        await page.wait_for_function("document.querySelectorAll('#deadletters tbody tr').length === 1")
+        assert errors == []
+        await context.close()
+    finally:
+        await harness.close()
+        await broken.stop()
