@@ -35,7 +35,7 @@ from relay.delivery.dispatcher import Dispatcher
 from relay.events import InvalidEvent, RecordRef, accepted_event_types, decode_event
 from relay.metrics import METRICS
 from relay.publisher import Publisher
-from relay.quarantine import STORED_TOO_LARGE_BYTES, QuarantineOutbox, quarantine_entry, storable_text
+from relay.quarantine import STORED_TOO_LARGE_BYTES, QuarantineOutbox, claimed_mid, quarantine_entry, storable_text
 from relay.routing import Router
 from relay.stall import StallWatch
 from relay.store.base import RecordRejected, Store, StoreUnavailable
@@ -261,8 +261,10 @@ class Ingest:
                     raw = record.value
                     if exc.reason == "too_large" and raw is not None:
                         raw = raw[:STORED_TOO_LARGE_BYTES]
+                    mid = claimed_mid(record.value) if exc.reason != "too_large" else None
                     write.quarantine = quarantine_entry(ref.topic, ref.partition, ref.offset, exc.reason,
-                                                        exc.detail, raw, record.key, now)
+                                                        exc.detail, raw, record.key, now,
+                                                        index.account_for(mid) if mid is not None else None)
                     continue
                 account_id = index.account_for(event.mid)
                 if account_id is None:

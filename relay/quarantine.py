@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import structlog
 
 from relay.metrics import METRICS
@@ -38,9 +39,25 @@ def storable_text(text: str, limit: int = DETAIL_CHARS) -> str:
 
 
 def quarantine_entry(topic: str, partition: int, offset: int, reason: str, detail: str,
-                     value: bytes | None, key: bytes | None, at: float) -> QuarantinedRecord:
+                     value: bytes | None, key: bytes | None, at: float,
+                     account_id: str | None = None) -> QuarantinedRecord:
     return QuarantinedRecord(topic=topic, partition=partition, offset=offset, reason=reason,
-                             detail=storable_text(detail), raw=value, key=key, at=at)
+                             detail=storable_text(detail), raw=value, key=key, at=at, account_id=account_id)
+
+
+def claimed_mid(value: bytes | None) -> str | None:
+    """The MID a refused record names, if its JSON parses far enough to say: the record is then shown
+    to that account (a producer is trusted to name its account, as for events)."""
+    if not value:
+        return None
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    mid = data.get("mid") if isinstance(data, dict) else None
+    if isinstance(mid, bool) or not isinstance(mid, int | str):
+        return None
+    return str(mid)
 
 
 def quarantine_message(q: QuarantinedRecord) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from relay.api import (
     health,
     messages,
     operations,
+    quarantine,
     stats,
     subscriptions,
     ui,
@@ -34,7 +35,7 @@ def build_api(ctx: ApiContext) -> web.Application:
     )
     app[CONTEXT] = ctx
     for module in (health, docs, accounts, callbacks, controls, deliveries, subscriptions, deadletters, operations,
-                   messages, stats, ui):
+                   quarantine, messages, stats, ui):
         app.router.add_routes(module.routes)
     if not ctx.settings.metrics_listen:
         app.router.add_routes(health.metrics_routes)

@@ -141,6 +141,9 @@ class Store(Protocol):
 
     async def list_quarantine(self, limit: int = 100) -> list[QuarantinedRecord]: ...
 
+    async def account_quarantine(self, account_id: str, before_id: int | None,
+                                 limit: int) -> list[QuarantinedRecord]: ...
+
     async def unpublished_quarantine(self, limit: int) -> list[QuarantinedRecord]:
         """Quarantine rows not yet on the quarantine topic, oldest first (the topic's outbox)."""
 

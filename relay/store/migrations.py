@@ -191,6 +191,11 @@ STEPS: tuple[str, ...] = (
     """
     ALTER TABLE events ADD COLUMN traceparent TEXT
     """,
+    # 9: a quarantined record whose JSON names a known MID is shown to that account
+    """
+    ALTER TABLE quarantine ADD COLUMN account_id TEXT;
+    CREATE INDEX quarantine_account ON quarantine(account_id, id)
+    """,
 )
 
 
@@ -204,8 +209,8 @@ _TYPES = {
 }
 # Which steps make up each version, per dialect (1-based step numbers).
 _VERSIONS = {
-    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,)),
-    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,), (8,)),
+    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,)),
+    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,), (8,), (9,)),
 }
 
 

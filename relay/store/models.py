@@ -233,6 +233,7 @@ class QuarantinedRecord:
     at: float
     id: int | None = None
     published_at: float | None = None
+    account_id: str | None = None  # when the record's JSON names a known MID
 
 
 @dataclass(frozen=True, slots=True)

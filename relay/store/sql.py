@@ -505,10 +505,10 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             if quarantined:
                 c.executemany(
                     'INSERT INTO quarantine (topic, partition, "offset", reason, detail, raw, '
-                    'key, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (topic, partition, "offset") '
-                    "DO NOTHING",
+                    'key, at, account_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) '
+                    'ON CONFLICT (topic, partition, "offset") DO NOTHING',
                     [
-                        (q.topic, q.partition, q.offset, q.reason, q.detail, q.raw, q.key, q.at)
+                        (q.topic, q.partition, q.offset, q.reason, q.detail, q.raw, q.key, q.at, q.account_id)
                         for q in quarantined
                     ],
                 )
@@ -534,6 +534,14 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                 f"SELECT {_QUARANTINE.sql} FROM quarantine ORDER BY id DESC LIMIT ?", (limit,),
             ).fetchall()
         )
+        return _QUARANTINE.build_all(rows)
+
+    async def account_quarantine(self, account_id: str, before_id: int | None, limit: int) -> list[QuarantinedRecord]:
+        """The account's quarantined records, newest first (``before_id`` pages back)."""
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {_QUARANTINE.sql} FROM quarantine WHERE account_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (account_id, before_id if before_id is not None else 2**62, limit),
+        ).fetchall())
         return _QUARANTINE.build_all(rows)
 
     async def unpublished_quarantine(self, limit: int) -> list[QuarantinedRecord]:
@@ -647,7 +655,7 @@ _API_KEY = Columns(ApiKey, "id", "account_id", "key_hash", "prefix", "name", "cr
 _ACCOUNT = Columns(Account, "id", "name", "mid", "created_at")
 _ACCOUNT_OF_KEY = Columns(Account, id="a.id", name="a.name", mid="a.mid", created_at="a.created_at")
 _QUARANTINE = Columns(QuarantinedRecord, "topic", "partition", "offset", "reason", "detail", "raw", "key", "at",
-                      "id", "published_at")
+                      "id", "published_at", "account_id")
 _JOB = Columns(
     Job, id="j.id", event_id="j.event_id", callback_id="j.callback_id", ordering_key="j.ordering_key",
     body="e.body", created_at="j.created_at", attempts="j.attempts", next_attempt_at="j.next_attempt_at",

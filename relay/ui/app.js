@@ -358,6 +358,18 @@ $("dlq-replay-all").addEventListener("click", () => {
   replayDeadLetters(Object.keys(filter).length ? filter : { all: true });
 });
 
+// -- quarantine: what ingest refused, and why --
+async function renderQuarantine() {
+  const { data } = await api("GET", "/v1/quarantine?limit=50");
+  $("quarantine-empty").hidden = data.length > 0;
+  $("quarantine").querySelector("tbody").replaceChildren(...data.map((q) => {
+    const tr = document.createElement("tr");
+    tr.append(cell(when(q.at)), cell(q.reason, "error"), cell(q.detail), cell(`${q.topic} / ${q.partition} / ${q.offset}`),
+              cell(q.bytes), cell(q.excerpt, "excerpt"));
+    return tr;
+  }));
+}
+
 // -- message status search --
 async function search(event) {
   event.preventDefault();
@@ -377,7 +389,7 @@ async function search(event) {
 
 async function refresh() {
   try {
-    await Promise.all([renderCallbacks(), renderDeadLetters(), renderOperations()]);
+    await Promise.all([renderCallbacks(), renderDeadLetters(), renderOperations(), renderQuarantine()]);
   } catch (error) {
     console.warn("refresh failed", error.message);
   }

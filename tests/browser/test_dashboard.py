@@ -176,7 +176,8 @@ async def test_dashboard_dead_letters_filter_drill_down_and_replay(kafka: KafkaB
         await harness.refresh_routing()
         await send(harness, tenant, [sample_event("EmailBounced", mid=tenant.mid, subscriber_key=f"b{i}")
                                      for i in range(3)]
-                   + [sample_event("SmsSent", mid=tenant.mid, subscriber_key="s0")])
+                   + [sample_event("SmsSent", mid=tenant.mid, subscriber_key="s0")]
+                   + [{**sample_event("EmailSent", mid=tenant.mid, subscriber_key="q"), "eventCategoryType": "Nope.X"}])
 
         context = await browser.new_context(viewport={"width": 1280, "height": 1400}, bypass_csp=True)
         page = await context.new_page()
@@ -188,6 +189,8 @@ async def test_dashboard_dead_letters_filter_drill_down_and_replay(kafka: KafkaB
         await page.wait_for_function("document.querySelectorAll('#deadletters tbody tr').length >= 4",
                                      timeout=30000)
         assert "legacy" in (await page.text_content("#deadletters tbody tr") or ""), "callbacks by name"
+        await page.wait_for_selector("#quarantine tbody tr td:has-text('unknown_type')")
+        assert "Nope.X" in (await page.text_content("#quarantine tbody tr td.excerpt") or "")
 
         await page.fill("#dlq-type", "TransactionalSendEvents.EmailBounced")
         await page.click("#dlq-filter button[type=submit]")

@@ -340,3 +340,24 @@ async def test_metrics_and_probes(relay: RelayHarness, receiver: RecordingReceiv
             assert response.status == 200
         async with session.get(relay.base + "/readyz") as response:
             assert response.status == 200 and (await response.json())["status"] == "ready"
+
+
+async def test_quarantined_records_are_shown_to_the_account_they_name(relay: RelayHarness) -> None:
+    alice, bob = await relay.tenant(), await relay.tenant()
+    unknown_type = {**sample_event("EmailSent", mid=alice.mid), "eventCategoryType": "Nope.Never"}
+    control = {**sample_event("EmailSent", mid=alice.mid), "definitionKey": "bad\u0000key"}
+    await produce(relay.settings.kafka_bootstrap, relay.topic,
+                  [orjson.dumps(unknown_type), orjson.dumps(control), b"{not json"])
+    await relay.caught_up()
+
+    async def alices() -> Any:
+        _, page = await alice.api.call("GET", "/v1/quarantine", expect=200)
+        return page["data"] if len(page["data"]) >= 2 else None
+
+    rows = await eventually(alices, what="alice's two quarantined records")
+    assert {r["reason"] for r in rows} == {"unknown_type", "nul_character"}
+    by_reason = {r["reason"]: r for r in rows}
+    assert "bad\\u0000key" in by_reason["nul_character"]["excerpt"]
+    assert by_reason["unknown_type"]["topic"] == relay.topic and by_reason["unknown_type"]["bytes"] > 0
+    _, bobs = await bob.api.call("GET", "/v1/quarantine", expect=200)
+    assert bobs["data"] == [], "records naming another account's MID, or none, are not shown"
