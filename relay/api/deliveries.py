@@ -9,7 +9,7 @@ from aiohttp import web
 from relay.api.auth import require_account
 from relay.api.context import context
 from relay.api.errors import bad_request, json_response
-from relay.api.paging import page_params, paged
+from relay.api.paging import bounded_int, page_params, paged
 from relay.store.views import AttemptRow
 
 routes = web.RouteTableDef()
@@ -29,6 +29,32 @@ async def list_attempts(request: web.Request) -> web.Response:
     after, limit = page_params(request)
     rows = await ctx.store.list_attempts(callback.id, outcome, after, limit)
     return json_response(paged([attempt_json(a) for a in rows], limit))
+
+
+@routes.get("/v1/callbacks/{id}/activity")
+async def activity(request: web.Request) -> web.Response:
+    """Success and latency per minute over a window (default 60 minutes), and the latest POSTs."""
+    account = require_account(request)
+    ctx = context(request)
+    callback = await ctx.store.get_callback(request.match_info["id"], account.id)
+    window = bounded_int(request, "windowMinutes", 60, 1, 24 * 60)
+    now_ms = int(ctx.clock() * 1000)
+    since = (now_ms - window * 60_000) // 60_000 * 60_000
+    buckets: dict[int, dict[str, Any]] = {}
+    for b in await ctx.store.attempt_series(callback.id, since, 60_000):
+        entry = buckets.setdefault(b.bucket_ms, {"start": b.bucket_ms, "delivered": 0, "retry": 0, "dead": 0,
+                                                 "latencySum": 0.0})
+        entry[b.outcome] = entry.get(b.outcome, 0) + b.requests
+        entry["latencySum"] += b.average_latency_ms * b.requests
+    series = []
+    for start in sorted(buckets):
+        entry = buckets[start]
+        total = entry["delivered"] + entry["retry"] + entry["dead"]
+        latency = entry.pop("latencySum")
+        series.append({**entry, "averageLatencyMs": round(latency / total, 2) if total else None})
+    recent = await ctx.store.recent_attempts(callback.id, bounded_int(request, "limit", 50, 1, 500))
+    return json_response({"callbackId": callback.id, "since": since, "until": now_ms, "series": series,
+                          "recentAttempts": [attempt_json(a) for a in recent]})
 
 
 @routes.get("/v1/callbacks/{id}/health")

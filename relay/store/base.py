@@ -22,6 +22,7 @@ from relay.store.models import (
     Subscription,
 )
 from relay.store.views import (
+    AttemptBucket,
     AttemptCount,
     AttemptRow,
     CallbackHealth,
@@ -189,6 +190,10 @@ class Store(Protocol):
 
     async def list_attempts(self, callback_id: str, outcome: str | None, after: int,
                             limit: int) -> list[AttemptRow]: ...
+
+    async def recent_attempts(self, callback_id: str, limit: int) -> list[AttemptRow]: ...
+
+    async def attempt_series(self, callback_id: str, since_ms: int, bucket_ms: int) -> list[AttemptBucket]: ...
 
     async def callback_health(self, callback_id: str, since: float) -> CallbackHealth: ...
 

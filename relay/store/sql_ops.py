@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from relay.store.base import NotFound
 from relay.store.rows import Columns
 from relay.store.views import (
+    AttemptBucket,
     AttemptCount,
     AttemptRow,
     CallbackHealth,
@@ -147,6 +148,19 @@ class SqlOperations:
             where += " AND outcome = ?"
             params.append(outcome)
         return await self._read(lambda c: _attempts(c, where, tuple(params), limit))
+
+    async def recent_attempts(self, callback_id: str, limit: int) -> list[AttemptRow]:
+        """The callback's latest POSTs, newest first."""
+        return await self._read(lambda c: _attempts(c, "callback_id = ?", (callback_id,), limit, newest=True))
+
+    async def attempt_series(self, callback_id: str, since_ms: int, bucket_ms: int) -> list[AttemptBucket]:
+        """The callback's POSTs per bucket and outcome, with their mean latency (success and speed over time)."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT (CAST(at * 1000 AS BIGINT) / ?) * ? AS bucket, outcome, COUNT(*), AVG(latency_ms) "
+            "FROM attempts WHERE callback_id = ? AND at >= ? GROUP BY bucket, outcome ORDER BY bucket",
+            (bucket_ms, bucket_ms, callback_id, since_ms / 1000),
+        ).fetchall())
+        return [AttemptBucket(int(b), outcome, int(n), float(avg or 0.0)) for b, outcome, n, avg in rows]
 
     async def callback_health(self, callback_id: str, since: float) -> CallbackHealth:
         def run(c: Any) -> CallbackHealth:

@@ -124,6 +124,15 @@ class AttemptCount(NamedTuple):
     events: int
 
 
+class AttemptBucket(NamedTuple):
+    """One callback's POSTs with one outcome in one time bucket, and their mean latency."""
+
+    bucket_ms: int
+    outcome: str
+    requests: int
+    average_latency_ms: float
+
+
 class EventCount(NamedTuple):
     type: str
     bucket_ms: int

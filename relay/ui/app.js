@@ -125,8 +125,15 @@ async function renderCallbacks() {
   body.replaceChildren(...rows.map(([cb, h]) => {
     const tr = document.createElement("tr");
     const state = !cb.verified ? "unverified" : cb.enabled ? "enabled" : `disabled: ${cb.disabledReason}`;
+    const name = document.createElement("td");
+    const link = document.createElement("a");
+    link.href = "#";
+    link.textContent = cb.name;
+    link.className = "open-callback";
+    link.addEventListener("click", (event) => { event.preventDefault(); showCallback(cb, h); });
+    name.appendChild(link);
     tr.append(
-      cell(cb.name), cell(cb.url, "url"), cell(state, cb.enabled && cb.verified ? "ok" : "error"),
+      name, cell(cb.url, "url"), cell(state, cb.enabled && cb.verified ? "ok" : "error"),
       cell(h.circuit, h.circuit === "closed" ? "ok" : "error"),
       cell(h.successRate === null ? null : `${Math.round(h.successRate * 100)} %`),
       cell(h.averageLatencyMs === null ? null : `${h.averageLatencyMs.toFixed(1)} ms`),
@@ -169,6 +176,65 @@ function rateLimitText(cb) {
   if (cb.throttledUntil && cb.throttledUntil * 1000 > Date.now()) parts.push(`paused until ${when(cb.throttledUntil)}`);
   return parts.join(", ") || null;
 }
+
+// -- one callback: health, success and latency per minute, the latest attempts --
+let detailId = null;
+
+async function showCallback(cb, h) {
+  detailId = cb.id;
+  $("callback-detail").hidden = false;
+  $("detail-name").textContent = cb.name;
+  $("detail-url").textContent = cb.url;
+  const state = !cb.verified ? "unverified" : cb.enabled ? "enabled" : `disabled: ${cb.disabledReason}`;
+  $("detail-summary").textContent = [
+    state, `circuit ${h.circuit}`, h.failingSince ? `failing since ${when(h.failingSince)}` : null,
+    `${h.pending} pending`, `${h.inFlight} in flight`,
+    h.nextRetryAt ? `next retry ${when(h.nextRetryAt)}` : null,
+    h.successRate === null ? null : `${Math.round(h.successRate * 100)} % success (1 h)`,
+    h.averageLatencyMs === null ? null : `${h.averageLatencyMs.toFixed(1)} ms mean latency`,
+    `max in flight ${cb.maxInFlight || "default"}`, rateLimitText(cb) ? `limit ${rateLimitText(cb)}` : null,
+  ].filter(Boolean).join(" · ");
+  const activity = await api("GET", `/v1/callbacks/${cb.id}/activity`);
+  drawDetailChart(activity);
+  $("detail-attempts").querySelector("tbody").replaceChildren(...activity.recentAttempts.map((a) => {
+    const tr = document.createElement("tr");
+    tr.append(cell(when(a.at)), cell(a.webhookId), cell(a.events), cell(a.outcome, a.outcome === "delivered" ? "ok" : "error"),
+              cell(a.status), cell(`${Math.round(a.latencyMs)} ms`), cell(a.error || a.responseExcerpt));
+    return tr;
+  }));
+}
+
+function drawDetailChart(activity) {
+  const svg = $("detail-chart");
+  svg.replaceChildren();
+  const minutes = 60;
+  const last = Math.floor(activity.until / 60000) * 60000;
+  const byStart = new Map(activity.series.map((b) => [b.start, b]));
+  const peak = Math.max(1, ...activity.series.map((b) => b.delivered + b.retry + b.dead));
+  const width = 600 / minutes;
+  for (let i = 0; i < minutes; i++) {
+    const b = byStart.get(last - (minutes - 1 - i) * 60000);
+    if (!b) continue;
+    let y = 98;
+    for (const [count, kind] of [[b.delivered, "delivered"], [b.retry + b.dead, "bounced"]]) {
+      const h = (count / peak) * 90;
+      if (!h) continue;
+      y -= h;
+      const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      rect.setAttribute("x", (i * width + 1).toFixed(1));
+      rect.setAttribute("y", y.toFixed(1));
+      rect.setAttribute("width", (width - 2).toFixed(1));
+      rect.setAttribute("height", h.toFixed(1));
+      rect.setAttribute("class", kind);
+      const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+      title.textContent = `${b.delivered} delivered, ${b.retry + b.dead} failed, ${b.averageLatencyMs} ms`;
+      rect.appendChild(title);
+      svg.appendChild(rect);
+    }
+  }
+}
+
+$("detail-close").addEventListener("click", () => { $("callback-detail").hidden = true; detailId = null; });
 
 // A signed sample event, sent now; the endpoint's answer shows in the cell.
 function testCell(cb) {

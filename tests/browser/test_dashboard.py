@@ -142,6 +142,10 @@ async def test_dashboard_test_send_rate_limit_and_a_recovery_with_pause(kafka: K
 
         await page.click("#callbacks button.test-send")
         await page.wait_for_selector("#callbacks .test-result.ok:has-text('200 in')")
+        await page.click("#callbacks a.open-callback")
+        await page.wait_for_selector("#callback-detail:not([hidden]) #detail-attempts tbody tr")
+        assert "circuit closed" in (await page.text_content("#detail-summary") or "")
+        assert await page.locator("#detail-chart rect").count() >= 1, "POSTs per minute are drawn"
         assert receiver.delivered()[-1].headers["webhook-test"] == "true"
 
         await page.fill("#recover-minutes", "60")

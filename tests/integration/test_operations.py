@@ -176,6 +176,9 @@ async def test_health_says_when_a_waiting_callback_is_tried_next(kafka: KafkaBro
         health = await eventually(waiting, timeout=30, what="the failed job waiting for its retry")
         assert health["nextRetryAt"] >= started + 3600 * 0.8, "an hour, give or take the 20 % jitter"
         assert health["pending"] == 1 and health["inFlight"] == 0
+        _, activity = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}/activity", expect=200)
+        assert activity["recentAttempts"][0]["outcome"] == "retry" and activity["recentAttempts"][0]["status"] == 503
+        assert sum(b["retry"] for b in activity["series"]) >= 1 and activity["series"][0]["averageLatencyMs"] >= 0
     finally:
         await harness.close()
         await receiver.stop()
