@@ -40,6 +40,13 @@ async def send(harness: RelayHarness, tenant: Tenant, events: list[dict[str, Any
                   [e["info"]["subscriberKey"].encode() for e in events])
 
 
+async def save_panel(page: Page, selector: str, name: str) -> None:
+    """With RELAY_SAVE_SCREENSHOT=1, refresh docs/console-<name>.png from this panel."""
+    if os.environ.get("RELAY_SAVE_SCREENSHOT"):
+        await page.locator(selector).screenshot(
+            path=str(Path(__file__).resolve().parents[2] / "docs" / f"console-{name}.png"))
+
+
 async def number(page: Page, element_id: str) -> int:
     return int(await page.text_content(f"#{element_id}") or "0")
 
@@ -146,6 +153,7 @@ async def test_dashboard_test_send_rate_limit_and_a_recovery_with_pause(kafka: K
         await page.wait_for_selector("#callback-detail:not([hidden]) #detail-attempts tbody tr")
         assert "circuit closed" in (await page.text_content("#detail-summary") or "")
         assert await page.locator("#detail-chart rect").count() >= 1, "POSTs per minute are drawn"
+        await save_panel(page, "#callback-detail", "callback")
         assert receiver.delivered()[-1].headers["webhook-test"] == "true"
 
         await page.fill("#recover-minutes", "60")
@@ -157,6 +165,7 @@ async def test_dashboard_test_send_rate_limit_and_a_recovery_with_pause(kafka: K
         await page.wait_for_selector(f"{row} td:has-text('paused')")
         await page.click(f"{row} button.op-resume")
         await page.wait_for_selector(f"{row} td:has-text('done')", timeout=60_000)
+        await save_panel(page, "#recover-form >> xpath=..", "operations")
         assert "4 / 4" in (await page.text_content(f"{row} td.progress") or "")
         recovered = [r for r in receiver.delivered() if r.headers.get("webhook-recovered") == "true"]
         assert {e["eventId"] for r in recovered for e in r.json} >= {
@@ -201,6 +210,8 @@ async def test_dashboard_dead_letters_filter_drill_down_and_replay(kafka: KafkaB
         await page.wait_for_function("document.querySelectorAll('#deadletters tbody tr').length === 3")
         await page.click("#deadletters tbody tr >> nth=0 >> button.show-attempts")
         await page.wait_for_selector("#deadletters tr.attempts li:has-text('HTTP 500')")
+        await save_panel(page, "#deadletters >> xpath=..", "deadletters")
+        await save_panel(page, "#quarantine >> xpath=..", "quarantine")
 
         broken.responder = None  # the endpoint is fixed
         await page.check("#deadletters tbody tr[data-id] >> nth=1 >> input.pick")
