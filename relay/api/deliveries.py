@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from relay.api.auth import require_account
@@ -53,8 +54,11 @@ async def activity(request: web.Request) -> web.Response:
         latency = entry.pop("latencySum")
         series.append({**entry, "averageLatencyMs": round(latency / total, 2) if total else None})
     recent = await ctx.store.recent_attempts(callback.id, bounded_int(request, "limit", 50, 1, 500))
+    history = await ctx.store.health_history(callback.id, 20)
     return json_response({"callbackId": callback.id, "since": since, "until": now_ms, "series": series,
-                          "recentAttempts": [attempt_json(a) for a in recent]})
+                          "recentAttempts": [attempt_json(a) for a in recent],
+                          "healthHistory": [{"at": h.at, "kind": h.kind, "detail": orjson.loads(h.detail)}
+                                            for h in history]})
 
 
 @routes.get("/v1/callbacks/{id}/health")

@@ -171,7 +171,14 @@ class Outcomes:
         await self._ops_event("callback.disabled", callback, {"reason": reason})
 
     async def _ops_event(self, kind: str, callback: Callback, data: dict[str, Any]) -> None:
-        """Operational events on relay.ops, keyed by callback id; a broker outage only logs."""
+        """Operational events on relay.ops, keyed by callback id; a broker outage only logs. A
+        callback's own transitions are also kept in the store, for its page in the console."""
+        if kind.startswith("callback."):
+            try:
+                await self._store.record_health_event(callback.id, kind, orjson.dumps(data).decode(), self._clock())
+            except Exception as exc:
+                log.warning("health_history_failed", callback_id=callback.id, kind=kind,
+                            error=f"{type(exc).__name__}: {exc}")
         try:
             await self._publisher.publish(self._topics.ops_topic, {
                 "type": kind, "callbackId": callback.id, "accountId": callback.account_id,

@@ -30,6 +30,7 @@ from relay.store.views import (
     DeadLetterDetail,
     DeadLetterFilter,
     EventCount,
+    HealthEvent,
     MessageEvent,
     StoredDelivery,
 )
@@ -190,6 +191,10 @@ class Store(Protocol):
 
     async def list_attempts(self, callback_id: str, outcome: str | None, after: int,
                             limit: int) -> list[AttemptRow]: ...
+
+    async def record_health_event(self, callback_id: str, kind: str, detail: str, at: float) -> None: ...
+
+    async def health_history(self, callback_id: str, limit: int) -> list[HealthEvent]: ...
 
     async def recent_attempts(self, callback_id: str, limit: int) -> list[AttemptRow]: ...
 

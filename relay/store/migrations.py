@@ -196,6 +196,18 @@ STEPS: tuple[str, ...] = (
     ALTER TABLE quarantine ADD COLUMN account_id TEXT;
     CREATE INDEX quarantine_account ON quarantine(account_id, id)
     """,
+    # 10: a callback's health history (circuit opened and closed, disabled, throttled) for its page
+    """
+    CREATE TABLE callback_history (
+        id {serial},
+        callback_id TEXT NOT NULL,
+        at {real} NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX callback_history_callback ON callback_history(callback_id, id);
+    CREATE INDEX callback_history_at ON callback_history(at)
+    """,
 )
 
 
@@ -209,8 +221,8 @@ _TYPES = {
 }
 # Which steps make up each version, per dialect (1-based step numbers).
 _VERSIONS = {
-    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,)),
-    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,), (8,), (9,)),
+    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,)),
+    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,)),
 }
 
 

@@ -18,6 +18,7 @@ from relay.store.views import (
     DeadLetterDetail,
     DeadLetterFilter,
     EventCount,
+    HealthEvent,
     JobState,
     MessageEvent,
     StoredDelivery,
@@ -149,6 +150,18 @@ class SqlOperations:
             params.append(outcome)
         return await self._read(lambda c: _attempts(c, where, tuple(params), limit))
 
+    async def record_health_event(self, callback_id: str, kind: str, detail: str, at: float) -> None:
+        await self._write(lambda c: c.execute(
+            "INSERT INTO callback_history (callback_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+            (callback_id, at, kind, detail)))
+
+    async def health_history(self, callback_id: str, limit: int) -> list[HealthEvent]:
+        """Newest first."""
+        rows = await self._read(lambda c: c.execute(
+            "SELECT at, kind, detail FROM callback_history WHERE callback_id = ? ORDER BY id DESC LIMIT ?",
+            (callback_id, limit)).fetchall())
+        return [HealthEvent(*row) for row in rows]
+
     async def recent_attempts(self, callback_id: str, limit: int) -> list[AttemptRow]:
         """The callback's latest POSTs, newest first."""
         return await self._read(lambda c: _attempts(c, "callback_id = ?", (callback_id,), limit, newest=True))
@@ -247,6 +260,9 @@ class SqlOperations:
         def run(c: Any) -> dict[str, int]:
             attempts = c.execute(
                 "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE at < ? LIMIT ?)",
+                (attempts_before, batch)).rowcount
+            attempts += c.execute(
+                "DELETE FROM callback_history WHERE id IN (SELECT id FROM callback_history WHERE at < ? LIMIT ?)",
                 (attempts_before, batch)).rowcount
             dead = c.execute(
                 "DELETE FROM deadletters WHERE id IN (SELECT id FROM deadletters WHERE created_at < ? LIMIT ?)",

@@ -133,6 +133,15 @@ class AttemptBucket(NamedTuple):
     average_latency_ms: float
 
 
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    """A health transition of a callback: ``callback.circuit_opened``, ``…_closed``, ``…disabled``."""
+
+    at: float
+    kind: str
+    detail: str
+
+
 class EventCount(NamedTuple):
     type: str
     bucket_ms: int

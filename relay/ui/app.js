@@ -196,6 +196,15 @@ async function showCallback(cb, h) {
   ].filter(Boolean).join(" · ");
   const activity = await api("GET", `/v1/callbacks/${cb.id}/activity`);
   drawDetailChart(activity);
+  $("detail-history").replaceChildren(...activity.healthHistory.map((h) => {
+    const item = document.createElement("li");
+    const what = { "callback.circuit_opened": "circuit opened", "callback.circuit_closed": "circuit closed",
+                   "callback.disabled": "disabled" }[h.kind] || h.kind;
+    const why = h.detail.reason || h.detail.lastError || (h.detail.consecutiveFailures ? `${h.detail.consecutiveFailures} failures in a row` : "");
+    item.textContent = `${when(h.at)} — ${what}${why ? " — " + why : ""}`;
+    item.className = h.kind.endsWith("closed") ? "ok" : "error";
+    return item;
+  }));
   $("detail-attempts").querySelector("tbody").replaceChildren(...activity.recentAttempts.map((a) => {
     const tr = document.createElement("tr");
     tr.append(cell(when(a.at)), cell(a.webhookId), cell(a.events), cell(a.outcome, a.outcome === "delivered" ? "ok" : "error"),

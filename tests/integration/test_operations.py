@@ -364,3 +364,33 @@ async def test_quarantined_records_are_shown_to_the_account_they_name(relay: Rel
     assert by_reason["unknown_type"]["topic"] == relay.topic and by_reason["unknown_type"]["bytes"] > 0
     _, bobs = await bob.api.call("GET", "/v1/quarantine", expect=200)
     assert bobs["data"] == [], "records naming another account's MID, or none, are not shown"
+
+
+async def test_a_callbacks_circuit_history_is_on_its_page(kafka: KafkaBroker, tmp_path: Path) -> None:
+    receiver = await RecordingReceiver(responder=lambda r: 503).start()
+    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, retry_schedule="0,50ms",
+                                              retry_max_age="1h", circuit_failure_threshold=2,
+                                              circuit_cooldown="200ms")).start()
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(receiver, maxBatchSize=1)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        await send(harness, tenant, [sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"k{i}")
+                                     for i in range(3)])
+
+        async def opened() -> Any:
+            _, activity = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}/activity", expect=200)
+            return [h for h in activity["healthHistory"] if h["kind"] == "callback.circuit_opened"]
+
+        [first, *_] = await eventually(opened, timeout=30, what="the circuit opening, on the callback's page")
+        assert first["detail"]["consecutiveFailures"] >= 2 and first["detail"]["lastStatus"] == 503
+        receiver.responder = None
+
+        async def closed() -> Any:
+            _, activity = await tenant.api.call("GET", f"/v1/callbacks/{cb['id']}/activity", expect=200)
+            return activity["healthHistory"][0]["kind"] == "callback.circuit_closed"
+
+        await eventually(closed, timeout=30, what="the circuit closing after the endpoint recovered")
+    finally:
+        await harness.close()
+        await receiver.stop()
