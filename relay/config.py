@@ -1,7 +1,7 @@
 """Every setting of the relay, in one place: defaults < TOML file < ``RELAY_*`` environment.
 
 Each setting is declared once in ``SETTINGS`` with its parser, default and help text; the
-README's configuration table and ``relay config`` are generated from that list, so the
+configuration table (docs/configuration.md) and ``relay config`` are generated from that list, so the
 docs cannot drift from the code.
 """
 
@@ -315,7 +315,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def settings_table_markdown() -> str:
-    """The README's configuration table."""
+    """The configuration table of docs/configuration.md."""
     rows = ["| setting (TOML) | environment | default | meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
         default = s.default
