@@ -76,9 +76,9 @@ def _cell(value: Any) -> str:
 def _api_options(admin: bool = False) -> Any:
     def decorate(fn: Any) -> Any:
         fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
-        fn = click.option("--key", envvar="RELAY_ADMIN_KEY" if admin else "RELAY_API_KEY",
+        fn = click.option("--key", envvar="RELAY_ADMIN_KEY" if admin else "RELAY_API_KEY", show_envvar=True,
                           required=True, help="Admin key." if admin else "Account API key.")(fn)
-        fn = click.option("--api", envvar="RELAY_API_URL", default="http://127.0.0.1:8080",
+        fn = click.option("--api", envvar="RELAY_API_URL", default="http://127.0.0.1:8080", show_envvar=True,
                           show_default=True, help="Relay API address.")(fn)
         return fn
 
@@ -142,71 +142,114 @@ def callbacks() -> None:
     RELAY_API_URL (default http://127.0.0.1:8080)."""
 
 
-@callbacks.command("create")
-@click.argument("name")
-@click.argument("url")
-@click.option("--max-batch-size", type=click.IntRange(1, 1000), default=1000, show_default=True)
-@click.option("--ens-signature", is_flag=True, help="Also send x-sfmc-ens-signature.")
-@click.option("--ed25519", is_flag=True, help="Also sign with Ed25519 (v1a); the public key is shown.")
-@click.option("--timeout", type=click.FloatRange(0.1, 60), default=None, help="Seconds per POST.")
-@click.option("--retry-schedule", default=None, help="Waits in seconds, comma-separated (e.g. 0,5,30,300).")
-@click.option("--max-in-flight", type=click.IntRange(1, 256), default=None, help="Concurrent POSTs.")
-@click.option("--events-per-second", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Rate limit across all instances.")
-@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="A static header (repeatable).")
-@click.option("--transformation", default=None, help="A JMESPath expression applied to each event.")
-@click.option("--format", "shape", type=click.Choice(["ens", "cloudevents"]), default="ens", show_default=True)
-@click.option("--oauth2-token-url", default=None, help="OAuth2 client credentials: the token endpoint.")
-@click.option("--oauth2-client-id", default=None)
-@click.option("--oauth2-client-secret", envvar="RELAY_OAUTH2_CLIENT_SECRET", default=None,
-              help="Or RELAY_OAUTH2_CLIENT_SECRET.")
-@click.option("--oauth2-scope", default=None)
-@click.option("--mtls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Client certificate (PEM file) for mTLS.")
-@click.option("--mtls-key", type=click.Path(exists=True, dir_okay=False), default=None, help="Its key (PEM file).")
-@click.option("--mtls-ca", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="CA bundle (PEM file) the endpoint's certificate is checked against.")
-@_api_options()
-def callbacks_create(name: str, url: str, max_batch_size: int, ens_signature: bool, ed25519: bool,
-                     timeout: float | None, retry_schedule: str | None, max_in_flight: int | None,
-                     events_per_second: float | None, headers: tuple[str, ...], transformation: str | None,
-                     shape: str, oauth2_token_url: str | None,
-                     oauth2_client_id: str | None, oauth2_client_secret: str | None, oauth2_scope: str | None,
-                     mtls_cert: str | None, mtls_key: str | None, mtls_ca: str | None, api: str, key: str,
-                     as_json: bool) -> None:
-    """Register URL; Relay sends it a verification key (see `relay callbacks verify`)."""
-    client = Api(api, key, as_json)
-    body: dict[str, Any] = {"name": name, "url": url, "maxBatchSize": max_batch_size,
-                            "ensSignature": ens_signature, "ed25519": ed25519, "format": shape}
-    if transformation:
-        body["transformation"] = transformation
-    if timeout is not None:
-        body["timeout"] = timeout
-    if retry_schedule:
+def _callback_options(creating: bool) -> Any:
+    """The API's callback fields as options, shared by create and update (update sends only those given)."""
+    def decorate(fn: Any) -> Any:
+        options = [
+            click.option("--max-batch-size", type=click.IntRange(1, 1000), default=1000 if creating else None,
+                         show_default=creating, help="Events per POST at most."),
+            click.option("--ens-signature/--no-ens-signature", default=None, help="Also send x-sfmc-ens-signature."),
+            click.option("--ed25519/--no-ed25519", default=None, help="Also sign with Ed25519 (v1a)."),
+            click.option("--timeout", type=click.FloatRange(0.1, 60), default=None, help="Seconds per POST."),
+            click.option("--retry-schedule", default=None, help="Waits in seconds, comma-separated (e.g. 0,5,30,300)."),
+            click.option("--retry-max-age", type=click.FloatRange(1, 30 * 86400), default=None,
+                         help="Seconds after which a job becomes a dead letter."),
+            click.option("--max-in-flight", type=click.IntRange(1, 256), default=None, help="Concurrent POSTs."),
+            click.option("--events-per-second", type=click.FloatRange(min=0, min_open=True), default=None,
+                         help="Rate limit across all instances."),
+            click.option("--requests-per-second", type=click.FloatRange(min=0, min_open=True), default=None,
+                         help="Rate limit on POSTs across all instances."),
+            click.option("--header", "headers", multiple=True, metavar="NAME=VALUE",
+                         help="A static header (repeatable; replaces all of them)."),
+            click.option("--transformation", default=None, help="A JMESPath expression applied to each event."),
+            click.option("--format", "shape", type=click.Choice(["ens", "cloudevents"]), default=None,
+                         help="ENS JSON array (default) or CloudEvents 1.0."),
+            click.option("--oauth2-token-url", default=None, help="OAuth2 client credentials: the token endpoint."),
+            click.option("--oauth2-client-id", default=None),
+            click.option("--oauth2-client-secret", envvar="RELAY_OAUTH2_CLIENT_SECRET", show_envvar=True,
+                         default=None),
+            click.option("--oauth2-scope", default=None),
+            click.option("--oauth2-audience", default=None),
+            click.option("--mtls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+                         help="Client certificate (PEM file) for mTLS."),
+            click.option("--mtls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+                         help="Its key (PEM file)."),
+            click.option("--mtls-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+                         help="CA bundle (PEM file) the endpoint's certificate is checked against."),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _callback_body(o: dict[str, Any]) -> dict[str, Any]:
+    """The API fields for the options that were given."""
+    body: dict[str, Any] = {}
+    for option, field in (("max_batch_size", "maxBatchSize"), ("ens_signature", "ensSignature"),
+                          ("ed25519", "ed25519"), ("timeout", "timeout"), ("retry_max_age", "retryMaxAge"),
+                          ("max_in_flight", "maxInFlight"), ("transformation", "transformation"),
+                          ("shape", "format")):
+        if o.get(option) is not None:
+            body[field] = o[option]
+    if o.get("retry_schedule"):
         try:
-            body["retrySchedule"] = [float(v) for v in retry_schedule.split(",")]
+            body["retrySchedule"] = [float(v) for v in o["retry_schedule"].split(",")]
         except ValueError:
             raise click.BadParameter("comma-separated seconds", param_hint="--retry-schedule") from None
-    if max_in_flight is not None:
-        body["maxInFlight"] = max_in_flight
-    if events_per_second is not None:
-        body["rateLimit"] = {"eventsPerSecond": events_per_second}
-    if headers:
-        pairs = [h.partition("=") for h in headers]
+    if o.get("events_per_second") is not None or o.get("requests_per_second") is not None:
+        body["rateLimit"] = {"eventsPerSecond": o.get("events_per_second"),
+                             "requestsPerSecond": o.get("requests_per_second")}
+    if o.get("headers"):
+        pairs = [h.partition("=") for h in o["headers"]]
         if any(not sep for _, sep, _ in pairs):
             raise click.BadParameter("NAME=VALUE", param_hint="--header")
         body["headers"] = {n: v for n, _, v in pairs}
-    if oauth2_token_url:
-        body["oauth2"] = {"tokenUrl": oauth2_token_url, "clientId": oauth2_client_id,
-                          "clientSecret": oauth2_client_secret, "scope": oauth2_scope}
-    if mtls_cert or mtls_key:
-        if not (mtls_cert and mtls_key):
+    if o.get("oauth2_token_url"):
+        body["oauth2"] = {"tokenUrl": o["oauth2_token_url"], "clientId": o.get("oauth2_client_id"),
+                          "clientSecret": o.get("oauth2_client_secret"), "scope": o.get("oauth2_scope"),
+                          "audience": o.get("oauth2_audience")}
+    if o.get("mtls_cert") or o.get("mtls_key"):
+        if not (o.get("mtls_cert") and o.get("mtls_key")):
             raise click.UsageError("--mtls-cert and --mtls-key go together")
-        body["mtls"] = {"certificate": _read(mtls_cert), "key": _read(mtls_key),
-                        "ca": _read(mtls_ca) if mtls_ca else None}
+        body["mtls"] = {"certificate": _read(o["mtls_cert"]), "key": _read(o["mtls_key"]),
+                        "ca": _read(o["mtls_ca"]) if o.get("mtls_ca") else None}
+    return body
+
+
+@callbacks.command("create")
+@click.argument("name")
+@click.argument("url")
+@_callback_options(creating=True)
+@_api_options()
+def callbacks_create(name: str, url: str, api: str, key: str, as_json: bool, **options: Any) -> None:
+    """Register URL; Relay sends it a verification key (see `relay callbacks verify`)."""
+    client = Api(api, key, as_json)
+    body = {"name": name, "url": url, **_callback_body(options)}
     client.show(client.call("POST", "/v1/callbacks", body), ("id", "name", "url", "verified", "secret"))
     if not as_json:
         click.echo("The secret is shown once: store it now.", err=True)
+
+
+@callbacks.command("update")
+@click.argument("callback_id")
+@click.option("--name", default=None)
+@click.option("--url", default=None, help="A new URL is verified again.")
+@click.option("--enable/--disable", "enabled", default=None, help="Enable again (e.g. after a 410), or disable.")
+@_callback_options(creating=False)
+@_api_options()
+def callbacks_update(callback_id: str, name: str | None, url: str | None, enabled: bool | None, api: str, key: str,
+                     as_json: bool, **options: Any) -> None:
+    """Change only the given fields of a callback."""
+    client = Api(api, key, as_json)
+    body = _callback_body(options)
+    for field, value in (("name", name), ("url", url), ("enabled", enabled)):
+        if value is not None:
+            body[field] = value
+    if not body:
+        raise click.UsageError("give at least one field to change")
+    client.show(client.call("PATCH", f"/v1/callbacks/{callback_id}", body), CALLBACK_COLUMNS)
 
 
 def _read(path: str) -> str:
@@ -387,16 +430,44 @@ def subs() -> None:
 @click.option("--ordering", type=click.Choice(["subscriberKey", "messageKey", "none"]),
               default="subscriberKey", show_default=True)
 @click.option("--hold-when-paused", is_flag=True, help="Keep events while paused instead of dropping.")
+@click.option("--paused", is_flag=True, help="Create it paused.")
 @_api_options()
 def subs_create(name: str, callback_id: str, types: tuple[str, ...], filters: tuple[str, ...],
-                ordering: str, hold_when_paused: bool, api: str, key: str, as_json: bool) -> None:
+                ordering: str, hold_when_paused: bool, paused: bool, api: str, key: str, as_json: bool) -> None:
     """Subscribe a callback to event types, with optional filters."""
     client = Api(api, key, as_json)
     client.show(client.call("POST", "/v1/subscriptions", {
         "name": name, "callbackId": callback_id, "eventCategoryTypes": list(types),
         "filters": list(filters), "ordering": ordering,
-        "onPause": "hold" if hold_when_paused else "drop",
+        "onPause": "hold" if hold_when_paused else "drop", "status": "paused" if paused else "active",
     }), SUB_COLUMNS)
+
+
+@subs.command("update")
+@click.argument("subscription_id")
+@click.option("--name", default=None)
+@click.option("--callback", "callback_id", default=None)
+@click.option("--type", "types", multiple=True, help="Event type or Category.*; replaces the list.")
+@click.option("--filter", "filters", multiple=True, help="field=value …; replaces the list.")
+@click.option("--no-filters", is_flag=True, help="Remove every filter.")
+@click.option("--ordering", type=click.Choice(["subscriberKey", "messageKey", "none"]), default=None)
+@click.option("--on-pause", type=click.Choice(["drop", "hold"]), default=None)
+@_api_options()
+def subs_update(subscription_id: str, name: str | None, callback_id: str | None, types: tuple[str, ...],
+                filters: tuple[str, ...], no_filters: bool, ordering: str | None, on_pause: str | None, api: str,
+                key: str, as_json: bool) -> None:
+    """Change only the given fields of a subscription."""
+    client = Api(api, key, as_json)
+    body: dict[str, Any] = {field: value for field, value in (
+        ("name", name), ("callbackId", callback_id), ("ordering", ordering), ("onPause", on_pause))
+        if value is not None}
+    if types:
+        body["eventCategoryTypes"] = list(types)
+    if filters or no_filters:
+        body["filters"] = list(filters)
+    if not body:
+        raise click.UsageError("give at least one field to change")
+    client.show(client.call("PATCH", f"/v1/subscriptions/{subscription_id}", body), SUB_COLUMNS)
 
 
 @subs.command("list")

@@ -168,3 +168,31 @@ async def test_cli_creates_callbacks_with_every_delivery_option(relay: RelayHarn
     code, _, err = await relay_cli(relay, "callbacks", "create", "bad", receiver.url, "--header", "novalue",
                                    key=tenant.api.key)
     assert code != 0 and "NAME=VALUE" in err
+
+
+async def test_cli_updates_callbacks_and_subscriptions_field_by_field(relay: RelayHarness,
+                                                                      receiver: RecordingReceiver) -> None:
+    tenant = await relay.tenant()
+    callback = await tenant.add_callback(receiver, maxBatchSize=7)
+    key = tenant.api.key
+    code, out, err = await relay_cli(relay, "callbacks", "update", callback["id"], "--retry-max-age", "600",
+                                     "--requests-per-second", "5", "--format", "cloudevents", "--json", key=key)
+    assert code == 0, err
+    updated = json.loads(out)
+    assert updated["retryMaxAge"] == 600 and updated["rateLimit"]["requestsPerSecond"] == 5
+    assert updated["format"] == "cloudevents" and updated["maxBatchSize"] == 7, "untouched fields stay"
+    code, _, err = await relay_cli(relay, "callbacks", "update", callback["id"], key=key)
+    assert code != 0 and "at least one field" in err
+
+    code, out, err = await relay_cli(relay, "subs", "create", "s", "--callback", callback["id"], "--type",
+                                     "TransactionalSendEvents.*", "--paused", "--json", key=key)
+    assert code == 0 and json.loads(out)["status"] == "paused", err
+    sub = json.loads(out)
+    code, out, err = await relay_cli(relay, "subs", "update", sub["id"], "--filter", "bounceCode=HARD",
+                                     "--ordering", "messageKey", "--json", key=key)
+    assert code == 0, err
+    changed = json.loads(out)
+    assert changed["filters"] == ["bounceCode=HARD"] and changed["ordering"] == "messageKey"
+    assert changed["status"] == "paused" and changed["eventCategoryTypes"] == ["TransactionalSendEvents.*"]
+    code, out, _ = await relay_cli(relay, "callbacks", "list", "--help")
+    assert "RELAY_API_KEY" in out and "RELAY_API_URL" in out
