@@ -35,6 +35,7 @@ from relay.publisher import Publisher
 from relay.routing import Router
 from relay.store import open_store
 from relay.supervisor import Supervisor
+from relay.telemetry import Telemetry
 from relay.topics import ensure_topics
 
 log = structlog.get_logger("relay.app")
@@ -44,7 +45,7 @@ INPUT_TOPIC_PARTITIONS = 6
 
 class Relay:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
-                 resolver: AbstractResolver | None = None) -> None:
+                 resolver: AbstractResolver | None = None, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
         self._clock = clock
         self._resolver = resolver  # DNS for callback URLs (registration and connect); tests inject one
@@ -52,6 +53,7 @@ class Relay:
         self._metrics_runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
         self.supervisor = Supervisor()
+        self.telemetry = telemetry or Telemetry.from_environment()  # off unless OTEL_* ask for export
 
     async def start(self) -> None:
         s = self.settings
@@ -84,7 +86,7 @@ class Relay:
                 CircuitConfig(s.circuit_failure_threshold, s.circuit_cooldown,
                               s.circuit_cooldown_max, s.disable_after),
             ),
-            self.supervisor, global_max_in_flight=s.global_max_in_flight, clock=self._clock,
+            self.supervisor, self.telemetry, global_max_in_flight=s.global_max_in_flight, clock=self._clock,
         )
         self.outcomes = Outcomes(
             self.store, self.publisher,
@@ -120,7 +122,7 @@ class Relay:
         self._gauges = self.supervisor.every("gauges", 2.0, self._refresh_gauges)
 
         self.ingest = Ingest(s, self.store, self.router, self.dispatcher, self.publisher, self.supervisor,
-                             clock=self._clock)
+                             clock=self._clock, telemetry=self.telemetry)
         await self.ingest.start()
         log.info("relay_started", api=s.api_listen, topics=list(s.topics),
                  store=s.resolved_store_url.split("?")[0], kafka=s.kafka_bootstrap)
@@ -142,6 +144,7 @@ class Relay:
         await self.router.stop()
         await self.supervisor.stop(grace=5.0)
         await self.store.close()
+        self.telemetry.close()
         log.info("relay_stopped")
         self._stopped.set()
 

@@ -41,6 +41,7 @@ from relay.stall import StallWatch
 from relay.store.base import RecordRejected, Store, StoreUnavailable
 from relay.store.models import IncomingEvent, Job, NewJob, QuarantinedRecord
 from relay.supervisor import Routine, Supervisor
+from relay.telemetry import Telemetry
 
 log = structlog.get_logger("relay.ingest")
 
@@ -73,6 +74,7 @@ class Ingest:
         publisher: Publisher,
         supervisor: Supervisor,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -83,6 +85,7 @@ class Ingest:
         self._accepted = accepted_event_types(settings.extra_event_types)
         self._consumer: AIOKafkaConsumer | None = None
         self._supervisor = supervisor
+        self._telemetry = telemetry or Telemetry()
         self._task: asyncio.Task[None] | None = None
         self._watch: Routine | None = None
         self._stopping = False
@@ -269,8 +272,9 @@ class Ingest:
                 account_id = index.account_for(event.mid)
                 if account_id is None:
                     continue
-                write.event = IncomingEvent(event, account_id, tp.topic, tp.partition, record.offset,
-                                            tracing.from_headers(record.headers))
+                trace = self._telemetry.ingested(tracing.from_headers(record.headers), event.id, account_id,
+                                                 event.type, tp.topic, tp.partition, record.offset)
+                write.event = IncomingEvent(event, account_id, tp.topic, tp.partition, record.offset, trace)
                 write.jobs = [NewJob(event.id, route.callback.id, route.ordering_key, tp.partition,
                                      route.held_by, topic=tp.topic)
                               for route in index.route(event, account_id)]

@@ -26,6 +26,7 @@ from relay.delivery.retry import RetryPolicy
 from relay.store.base import Store
 from relay.store.models import Callback, DeliveryResult, Job
 from relay.supervisor import Routine, Supervisor
+from relay.telemetry import Telemetry
 
 log = structlog.get_logger("relay.dispatcher")
 
@@ -41,6 +42,7 @@ class Dispatcher:
         policy: RetryPolicy,
         lane_config: LaneConfig,
         supervisor: Supervisor,
+        telemetry: Telemetry | None = None,
         global_max_in_flight: int = 256,
         flush_interval: float = 0.05,
         clock: Callable[[], float] = time.time,
@@ -56,6 +58,7 @@ class Dispatcher:
         self._lanes: dict[str, Lane] = {}
         self._pending_results: list[DeliveryResult] = []
         self._supervisor = supervisor
+        self._telemetry = telemetry or Telemetry()
         self._routines: list[Routine] = []
         self._listeners: list[ResultListener] = []
         self._lane_listeners: list[LaneEventSink] = []
@@ -155,7 +158,7 @@ class Dispatcher:
                 callback_id, callback=self._callbacks, store=self._store, sender=self._sender,
                 policy=self._policy, config=self._lane_config, global_slots=self._slots,
                 report=self._on_result, notify=self._on_lane_event, owned=lambda: self._owned, share=self.share,
-                clock=self._clock,
+                telemetry=self._telemetry, clock=self._clock,
             )
             self._lanes[callback_id] = lane
             lane.start(self._supervisor)

@@ -37,6 +37,7 @@ from relay.signing import SigningKeys, delivery_headers, webhook_id
 from relay.store.base import Store
 from relay.store.models import AttemptRecord, Callback, DeliveryResult, Job
 from relay.supervisor import Supervisor
+from relay.telemetry import Telemetry
 
 log = structlog.get_logger("relay.delivery")
 
@@ -65,6 +66,7 @@ class Lane:
         notify: LaneEventSink,
         owned: Callable[[], Collection[tuple[str, int]] | None] = lambda: None,
         share: Callable[[], float] = lambda: 1.0,
+        telemetry: Telemetry | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.callback_id = callback_id
@@ -80,6 +82,7 @@ class Lane:
         self._clock = clock
         self._window = Window(config.window)
         self._share = share
+        self._telemetry = telemetry or Telemetry()
         self._limiter = Limiter()
         self._paused_until = 0.0  # a 429's Retry-After seen here, before routing carries it everywhere
         self._wake = asyncio.Event()
@@ -230,12 +233,24 @@ class Lane:
             keys = SigningKeys.from_secrets(s.secret for s in callback.active_secrets(now))
             headers = delivery_headers(keys, msg_id, int(now), shaped.body, ens=callback.ens_signature)
             headers["content-type"] = shaped.content_type
+            # One trace per request: the first event's (W3C allows one parent).
             trace = next((job.traceparent for job in shaped.sent if job.traceparent), None)
-            if trace is not None:  # one trace per request: the first event's (W3C allows one parent)
+            span = self._telemetry.delivering(trace, callback.id, [j.event_id for j in shaped.sent],
+                                              shaped.sent[0].attempts + 1, msg_id)
+            if span is not None and span.traceparent:
+                headers[tracing.HEADER] = span.traceparent
+            elif trace is not None:
                 headers[tracing.HEADER] = tracing.child(trace)
             timeout = callback.options.timeout or self._config.timeout
-            outcome = await self._sender.post(callback, shaped.body, headers, timeout)
-            self._settle(callback, shaped.sent, msg_id, outcome)
+            try:
+                outcome = await self._sender.post(callback, shaped.body, headers, timeout)
+                result = self._settle(callback, shaped.sent, msg_id, outcome)
+            except BaseException:
+                if span is not None:
+                    span.finish(None, "crashed", "the send did not complete")
+                raise
+            if span is not None:
+                span.finish(outcome.status, result, outcome.error)
         except Exception:
             log.exception("delivery_crashed", callback_id=callback.id, batch_size=len(batch))
             self._window.hold(batch, self._clock() + 1.0)
@@ -266,8 +281,8 @@ class Lane:
             self._default_policy.jitter,
         )
 
-    def _settle(self, callback: Callback, batch: list[Job], msg_id: str,
-                outcome: HttpOutcome) -> None:
+    def _settle(self, callback: Callback, batch: list[Job], msg_id: str, outcome: HttpOutcome) -> str:
+        """Record the attempt and decide: delivered, retry or dead (returned)."""
         now = self._clock()
         attempt = AttemptRecord(
             batch_id=msg_id, callback_id=callback.id, job_ids=tuple(j.id for j in batch),
@@ -302,6 +317,7 @@ class Lane:
             self._window.settled(batch, attempt_number)
         self._report(result, callback)
         self._track_health(callback, outcome, now)
+        return result.outcome
 
     def _track_health(self, callback: Callback, outcome: HttpOutcome, now: float) -> None:
         was_failing = self.circuit.failing_since is not None

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from relay.app import Relay
 from relay.config import Settings, load_settings
 from relay.samples import sample_event
+from relay.telemetry import Telemetry
 from tests.helpers.kafka import free_port
 from tests.helpers.polling import eventually
 from tests.helpers.postgres import URL_VARIABLE, fresh_store_url, testing_postgres
@@ -127,17 +128,18 @@ UNROUTED_MID = "999999999999"  # no test account has it: markers with it are rou
 
 class RelayHarness:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
-                 resolver: AbstractResolver | None = None) -> None:
+                 resolver: AbstractResolver | None = None, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.resolver = resolver
+        self.telemetry = telemetry
         self.relay: Relay | None = None
         self.base = f"http://{settings.api_listen}"
         self.admin = ApiClient(self.base, ADMIN_KEY)
         self._clients: list[ApiClient] = [self.admin]
 
     async def start(self) -> RelayHarness:
-        self.relay = Relay(self.settings, clock=self.clock, resolver=self.resolver)
+        self.relay = Relay(self.settings, clock=self.clock, resolver=self.resolver, telemetry=self.telemetry)
         await self.relay.start()
         return self
 
