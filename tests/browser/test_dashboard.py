@@ -230,3 +230,38 @@ async def test_dashboard_dead_letters_filter_drill_down_and_replay(kafka: KafkaB
     finally:
         await harness.close()
         await broken.stop()
+
+
+async def test_dashboard_shows_a_failing_callback_since_when_and_its_next_try(kafka: KafkaBroker, tmp_path: Path,
+                                                                             browser: Browser) -> None:
+    harness = await RelayHarness(settings_for(kafka.bootstrap, tmp_path, retry_schedule="0,1h",
+                                              retry_max_age="3h")).start()
+    broken = await RecordingReceiver(responder=lambda r: web.Response(status=503, text="maintenance")).start()
+    try:
+        tenant = await harness.tenant()
+        cb = await tenant.add_callback(broken, name="billing", maxBatchSize=1)
+        await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
+        await harness.refresh_routing()
+        await send(harness, tenant, [sample_event("EmailSent", mid=tenant.mid, subscriber_key="k")])
+        await broken.wait_for(lambda: len(broken.requests) >= 1, timeout=30)
+
+        context = await browser.new_context(viewport={"width": 1280, "height": 1100}, bypass_csp=True)
+        page = await context.new_page()
+        await page.goto(harness.base + "/ui")
+        await page.fill("#api-key", tenant.api.key)
+        await page.click("button[type=submit]")
+        # Which callback fails, what it answered, and when it is tried next (an hour, not stuck):
+        await page.wait_for_function(
+            "[...document.querySelectorAll('#callbacks td.next-retry')].some(td => td.textContent !== '\\u2013')",
+            timeout=30000)
+        row = await page.text_content("#callbacks tbody tr") or ""
+        assert "billing" in row and "503 maintenance" in row, row
+        await page.click("#callbacks a.open-callback")
+        await page.wait_for_selector("#callback-detail:not([hidden]) #detail-attempts tbody tr")
+        summary = await page.text_content("#detail-summary") or ""
+        assert "failing since" in summary and "next retry" in summary and "1 pending" in summary, summary
+        assert "maintenance" in (await page.text_content("#detail-attempts tbody tr") or "")
+        await context.close()
+    finally:
+        await harness.close()
+        await broken.stop()
