@@ -76,15 +76,25 @@ function renderCounts(counts) {
       const h = (byKind[kind] / peak) * 125;
       if (!h) continue;
       y -= h;
-      const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
-      rect.setAttribute("x", (i * width + 1).toFixed(1));
-      rect.setAttribute("y", y.toFixed(1));
-      rect.setAttribute("width", (width - 2).toFixed(1));
-      rect.setAttribute("height", h.toFixed(1));
-      rect.setAttribute("class", kind);
-      svg.appendChild(rect);
+      svg.appendChild(bar(i * width, y, width, h, kind));
     }
   });
+}
+
+// One stacked bar segment of a per-minute chart.
+function bar(x, y, width, height, kind, tooltip) {
+  const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+  rect.setAttribute("x", (x + 1).toFixed(1));
+  rect.setAttribute("y", y.toFixed(1));
+  rect.setAttribute("width", (width - 2).toFixed(1));
+  rect.setAttribute("height", height.toFixed(1));
+  rect.setAttribute("class", kind);
+  if (tooltip) {
+    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    title.textContent = tooltip;
+    rect.appendChild(title);
+  }
+  return rect;
 }
 
 async function streamCounts() {
@@ -229,16 +239,8 @@ function drawDetailChart(activity) {
       const h = (count / peak) * 90;
       if (!h) continue;
       y -= h;
-      const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
-      rect.setAttribute("x", (i * width + 1).toFixed(1));
-      rect.setAttribute("y", y.toFixed(1));
-      rect.setAttribute("width", (width - 2).toFixed(1));
-      rect.setAttribute("height", h.toFixed(1));
-      rect.setAttribute("class", kind);
-      const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
-      title.textContent = `${b.delivered} delivered, ${b.retry + b.dead} failed, ${b.averageLatencyMs} ms`;
-      rect.appendChild(title);
-      svg.appendChild(rect);
+      svg.appendChild(bar(i * width, y, width, h, kind,
+                          `${b.delivered} delivered, ${b.retry + b.dead} failed, ${b.averageLatencyMs} ms`));
     }
   }
 }

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from relay.samples import sample_event
 from tests.helpers.harness import RelayHarness, Tenant, settings_for
@@ -45,6 +45,19 @@ async def save_panel(page: Page, selector: str, name: str) -> None:
     if os.environ.get("RELAY_SAVE_SCREENSHOT"):
         await page.locator(selector).screenshot(
             path=str(Path(__file__).resolve().parents[2] / "docs" / f"console-{name}.png"))
+
+
+async def open_console(browser: Browser, harness: RelayHarness, key: str,
+                       height: int = 1400) -> tuple[BrowserContext, Page, list[str]]:
+    """A logged-in console page, and the page errors it reports."""
+    context = await browser.new_context(viewport={"width": 1280, "height": height}, bypass_csp=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(harness.base + "/ui")
+    await page.fill("#api-key", key)
+    await page.click("button[type=submit]")
+    return context, page, errors
 
 
 async def number(page: Page, element_id: str) -> int:
@@ -137,13 +150,7 @@ async def test_dashboard_test_send_rate_limit_and_a_recovery_with_pause(kafka: K
                                      for i in range(4)])
         await receiver.wait_events(4)
 
-        context = await browser.new_context(viewport={"width": 1280, "height": 1400}, bypass_csp=True)
-        page = await context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(harness.base + "/ui")
-        await page.fill("#api-key", tenant.api.key)
-        await page.click("button[type=submit]")
+        context, page, errors = await open_console(browser, harness, tenant.api.key)
         await page.wait_for_selector("#callbacks td:has-text('250 ev/s')")
         assert await page.text_content("#callbacks td.calls-as") == "ENS · headers: x-team"
 
@@ -192,13 +199,7 @@ async def test_dashboard_dead_letters_filter_drill_down_and_replay(kafka: KafkaB
                    + [sample_event("SmsSent", mid=tenant.mid, subscriber_key="s0")]
                    + [{**sample_event("EmailSent", mid=tenant.mid, subscriber_key="q"), "eventCategoryType": "Nope.X"}])
 
-        context = await browser.new_context(viewport={"width": 1280, "height": 1400}, bypass_csp=True)
-        page = await context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        await page.goto(harness.base + "/ui")
-        await page.fill("#api-key", tenant.api.key)
-        await page.click("button[type=submit]")
+        context, page, errors = await open_console(browser, harness, tenant.api.key)
         await page.wait_for_function("document.querySelectorAll('#deadletters tbody tr').length >= 4",
                                      timeout=30000)
         assert "legacy" in (await page.text_content("#deadletters tbody tr") or ""), "callbacks by name"
@@ -245,11 +246,7 @@ async def test_dashboard_shows_a_failing_callback_since_when_and_its_next_try(ka
         await send(harness, tenant, [sample_event("EmailSent", mid=tenant.mid, subscriber_key="k")])
         await broken.wait_for(lambda: len(broken.requests) >= 1, timeout=30)
 
-        context = await browser.new_context(viewport={"width": 1280, "height": 1100}, bypass_csp=True)
-        page = await context.new_page()
-        await page.goto(harness.base + "/ui")
-        await page.fill("#api-key", tenant.api.key)
-        await page.click("button[type=submit]")
+        context, page, _ = await open_console(browser, harness, tenant.api.key, height=1100)
         # Which callback fails, what it answered, and when it is tried next (an hour, not stuck):
         await page.wait_for_function(
             "[...document.querySelectorAll('#callbacks td.next-retry')].some(td => td.textContent !== '\\u2013')",

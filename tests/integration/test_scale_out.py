@@ -95,6 +95,19 @@ def cluster_report(instances: list[RelayProcess]) -> str:
     return "\n".join(lines)
 
 
+async def all_six_owned(instances: list[RelayProcess]) -> None:
+    """Wait until the three running instances own all six partitions between them."""
+
+    async def settled() -> bool:
+        owned = [last_assignment(i.log_path) for i in instances]
+        return all(owned) and len(set().union(*owned)) == 6
+
+    try:
+        await eventually(settled, timeout=60, what="three instances owning all six partitions")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{cluster_report(instances)}") from None
+
+
 def routing_version(log: Path) -> int:
     """The registry version an instance's router last loaded, from its JSON log (-1: none yet)."""
     versions = [orjson.loads(line)["registry_version"] for line in log.read_text().splitlines()
@@ -222,11 +235,7 @@ async def test_a_rate_limit_holds_across_three_instances(kafka: KafkaBroker, pos
         await asyncio.gather(*(i.start() for i in instances))
         logs = [i.log_path for i in instances]
 
-        async def settled() -> bool:
-            owned = [last_assignment(log) for log in logs]
-            return all(owned) and len(owned[0] | owned[1] | owned[2]) == 6
-
-        await eventually(settled, timeout=60, what="three instances owning all six partitions")
+        await all_six_owned(instances)
         admin = ApiClient(instances[0].base, ADMIN_KEY)
         tenant = await create_tenant(admin)
         callback = await tenant.add_callback(receiver, maxBatchSize=10, rateLimit={"eventsPerSecond": 30})
@@ -269,11 +278,7 @@ async def test_a_429_retry_after_pauses_the_callback_on_every_instance(
         await asyncio.gather(*(i.start() for i in instances))
         logs = [i.log_path for i in instances]
 
-        async def settled() -> bool:
-            owned = [last_assignment(log) for log in logs]
-            return all(owned) and len(owned[0] | owned[1] | owned[2]) == 6
-
-        await eventually(settled, timeout=60, what="three instances owning all six partitions")
+        await all_six_owned(instances)
         mid = await register(instances, receiver)
         before = max(routing_version(log) for log in logs)
         topic = instances[0].values["topics"][0]
