@@ -45,6 +45,7 @@ function renderCounts(counts) {
   $("hooks-retry").textContent = hooks.retry;
   $("hooks-dead").textContent = hooks.dead;
   $("hooks-events").textContent = hooks.eventsDelivered;
+  drawHooksChart(counts);
   const totals = { sent: 0, bounced: 0, delivered: 0, other: 0 };
   for (const [type, n] of Object.entries(counts.totals)) totals[kindOf(type)] += n;
   $("count-sent").textContent = totals.sent;
@@ -79,6 +80,28 @@ function renderCounts(counts) {
       svg.appendChild(bar(i * width, y, width, h, kind));
     }
   });
+}
+
+// Webhook POSTs per minute over the last hour: succeeded, and failed or dead.
+function drawHooksChart(counts) {
+  const svg = $("hooks-chart");
+  svg.replaceChildren();
+  const minutes = 60;
+  const last = Math.floor(counts.until / 60000) * 60000;
+  const byStart = new Map(counts.deliveries.series.map((b) => [b.start, b.counts]));
+  const peak = Math.max(1, ...counts.deliveries.series.map((b) => b.counts.delivered + b.counts.retry + b.counts.dead));
+  const width = 600 / minutes;
+  for (let i = 0; i < minutes; i++) {
+    const b = byStart.get(last - (minutes - 1 - i) * 60000);
+    if (!b) continue;
+    let y = 78;
+    for (const [count, kind] of [[b.delivered, "delivered"], [b.retry + b.dead, "bounced"]]) {
+      const h = (count / peak) * 72;
+      if (!h) continue;
+      y -= h;
+      svg.appendChild(bar(i * width, y, width, h, kind, `${b.delivered} succeeded, ${b.retry} failed, ${b.dead} dead`));
+    }
+  }
 }
 
 // One stacked bar segment of a per-minute chart.
@@ -199,6 +222,7 @@ async function showCallback(cb, h) {
   $("detail-summary").textContent = [
     state, `circuit ${h.circuit}`, h.failingSince ? `failing since ${when(h.failingSince)}` : null,
     `${h.pending} pending`, `${h.inFlight} in flight`,
+    h.oldestPendingAgeSeconds === null ? null : `oldest pending ${Math.round(h.oldestPendingAgeSeconds)} s`,
     h.nextRetryAt ? `next retry ${when(h.nextRetryAt)}` : null,
     h.successRate === null ? null : `${Math.round(h.successRate * 100)} % success (1 h)`,
     h.averageLatencyMs === null ? null : `${h.averageLatencyMs.toFixed(1)} ms mean latency`,

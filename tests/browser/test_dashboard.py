@@ -110,6 +110,7 @@ async def test_dashboard_live_counts_search_and_replay(kafka: KafkaBroker, tmp_p
                                      "Number(document.getElementById('hooks-dead').textContent) >= 1",
                                      timeout=15000)
         assert await number(page, "hooks-events") >= 8
+        assert await page.locator("#hooks-chart rect").count() >= 1, "webhook POSTs per minute are drawn"
 
         await page.fill("#search-value", "reset-42")
         await page.click("#search-form button")
