@@ -481,7 +481,7 @@ async function search(event) {
   $("timeline").querySelector("tbody").replaceChildren(...result.events.map((e) => {
     const tr = document.createElement("tr");
     const status = [e.status, e.bounceCode, e.reason].filter(Boolean).join(" · ");
-    const deliveries = e.deliveries.map((d) => `${d.callbackId}: ${d.state}${d.deliveredAt ? " at " + when(d.deliveredAt) : ""}`);
+    const deliveries = e.deliveries.map((d) => `${dlq.names.get(d.callbackId) || d.callbackId}: ${d.state}${d.deliveredAt ? " at " + when(d.deliveredAt) : ""}`);
     tr.append(cell(new Date(e.timestampUTC).toLocaleString()), cell(e.eventCategoryType), cell(status), cell(e.to),
               cell(deliveries.join("; ") || "not subscribed"));
     return tr;
