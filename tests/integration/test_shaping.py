@@ -107,7 +107,7 @@ async def test_cloudevents_callbacks_validate_the_cloudevents_way_and_receive_cl
         assert test.headers["content-type"] == "application/cloudevents+json"
         assert orjson.loads(test.body)["data"]["subscriberKey"].startswith("sub-")
         await tenant.api.call("POST", f"/v1/callbacks/{cb['id']}/recover",
-                                      {"since": 0, "until": 1e10, "ratePerSecond": 100}, expect=202)
+                              {"since": 0, "until": 1e10, "ratePerSecond": 100}, expect=202)
 
         async def recovered() -> Any:
             return [r for r in receiver.delivered() if r.headers.get("webhook-recovered")]
