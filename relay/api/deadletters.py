@@ -165,8 +165,8 @@ async def replay_progress(request: web.Request) -> web.Response:
 
 
 def replay_json(op: Operation) -> dict[str, Any]:
-    return {**operation_json(op), "replayed": op.done, "done": op.finished,
-            "ratePerSecond": op.params["rate"]}
+    """The operation in the replay's words (``ratePerSecond`` comes with ``operation_json``)."""
+    return {**operation_json(op), "replayed": op.done, "done": op.finished}
 
 
 async def _replay(ctx: ApiContext, account_id: str, ids: list[int]) -> list[str]:

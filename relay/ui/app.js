@@ -151,8 +151,7 @@ async function streamCounts() {
 }
 
 // -- callbacks and their health --
-async function renderCallbacks() {
-  const { data } = await api("GET", "/v1/callbacks");
+async function renderCallbacks(data) {
   const rows = await Promise.all(data.map(async (cb) => [cb, await api("GET", `/v1/callbacks/${cb.id}/health`)]));
   const body = $("callbacks").querySelector("tbody");
   body.replaceChildren(...rows.map(([cb, h]) => {
@@ -358,8 +357,7 @@ function dlqFilter() {
   return filter;
 }
 
-async function renderDeadLetters() {
-  const { data: callbacks } = await api("GET", "/v1/callbacks");
+async function renderDeadLetters(callbacks) {
   dlq.names = new Map(callbacks.map((cb) => [cb.id, cb.name]));
   const select = $("dlq-callback");
   const chosen = select.value;
@@ -490,7 +488,9 @@ async function search(event) {
 
 async function refresh() {
   try {
-    await Promise.all([renderCallbacks(), renderDeadLetters(), renderOperations(), renderQuarantine()]);
+    const { data: callbacks } = await api("GET", "/v1/callbacks");  // one read serves both panels
+    await Promise.all([renderCallbacks(callbacks), renderDeadLetters(callbacks), renderOperations(),
+                       renderQuarantine()]);
   } catch (error) {
     console.warn("refresh failed", error.message);
   }

@@ -23,22 +23,28 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 
 
+async def send_two(harness: RelayHarness, tenant_mid: str, keys: tuple[str, str],
+                   second_header: bytes | None) -> None:
+    """A bounce for "ada" carrying PARENT, then a send for "bob" with ``second_header`` (or none)."""
+    traced = sample_event("EmailBounced", mid=tenant_mid, subscriber_key="ada", message_key=keys[0])
+    other = sample_event("EmailSent", mid=tenant_mid, subscriber_key="bob", message_key=keys[1])
+    producer = AIOKafkaProducer(bootstrap_servers=harness.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(harness.topic, orjson.dumps(traced), key=b"ada",
+                                     headers=[("traceparent", PARENT.encode())])
+        await producer.send_and_wait(harness.topic, orjson.dumps(other), key=b"bob",
+                                     headers=[] if second_header is None else [("traceparent", second_header)])
+    finally:
+        await producer.stop()
+
+
 async def test_the_producers_trace_reaches_the_post_and_the_message_status(relay: RelayHarness,
                                                                           receiver: RecordingReceiver) -> None:
     tenant = await relay.tenant()
     cb = await tenant.add_callback(receiver, maxBatchSize=1)
     await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
-    traced = sample_event("EmailBounced", mid=tenant.mid, subscriber_key="ada", message_key="reset-7")
-    untraced = sample_event("EmailSent", mid=tenant.mid, subscriber_key="bob", message_key="other")
-    producer = AIOKafkaProducer(bootstrap_servers=relay.settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(relay.topic, orjson.dumps(traced), key=b"ada",
-                                     headers=[("traceparent", PARENT.encode())])
-        await producer.send_and_wait(relay.topic, orjson.dumps(untraced), key=b"bob",
-                                     headers=[("traceparent", b"00-not-a-valid-trace-01")])
-    finally:
-        await producer.stop()
+    await send_two(relay, tenant.mid, ("reset-7", "other"), b"00-not-a-valid-trace-01")
     await receiver.wait_events(2, timeout=30)
     by_key = {r.json[0]["info"]["subscriberKey"]: r for r in receiver.delivered()}
     sent = by_key["ada"].headers["traceparent"]
@@ -64,16 +70,7 @@ async def test_spans_follow_one_event_from_the_record_to_the_post(kafka: KafkaBr
         tenant = await harness.tenant()
         cb = await tenant.add_callback(receiver, maxBatchSize=1)
         await tenant.subscribe(cb["id"], ["TransactionalSendEvents.*"])
-        traced = sample_event("EmailBounced", mid=tenant.mid, subscriber_key="ada", message_key="m-1")
-        untraced = sample_event("EmailSent", mid=tenant.mid, subscriber_key="bob", message_key="m-2")
-        producer = AIOKafkaProducer(bootstrap_servers=harness.settings.kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(harness.topic, orjson.dumps(traced), key=b"ada",
-                                         headers=[("traceparent", PARENT.encode())])
-            await producer.send_and_wait(harness.topic, orjson.dumps(untraced), key=b"bob")
-        finally:
-            await producer.stop()
+        await send_two(harness, tenant.mid, ("m-1", "m-2"), None)
         await receiver.wait_events(2, timeout=30)
         by_key = {r.json[0]["info"]["subscriberKey"]: r for r in receiver.delivered()}
 
