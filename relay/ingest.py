@@ -13,6 +13,10 @@ Order of a batch, and why:
 6. commit offsets — only now, so a crash anywhere above re-reads the batch, and the
    idempotent persist turns the re-read into no new jobs and no new quarantine rows.
 
+Steps 1-2 of batch N+1 run while steps 3-6 of batch N do (the SQLite writer is a thread, the
+commit a broker round-trip), and records that arrive meanwhile are taken in one larger batch.
+Batches still persist and commit one at a time, in fetch order.
+
 A watch beside the loop makes a stall loud: /readyz, ``relay_ingest_stalled`` and ``relay.ops``.
 """
 
@@ -46,6 +50,8 @@ from relay.telemetry import Telemetry
 log = structlog.get_logger("relay.ingest")
 
 _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
+
+Batch = dict[TopicPartition, list[ConsumerRecord]]
 
 
 class IngestStopped(Exception):
@@ -94,7 +100,7 @@ class Ingest:
         self._batch_lock = asyncio.Lock()
         self.outbox = QuarantineOutbox(store, publisher, settings.quarantine_topic, clock, supervisor)
         self.stall = StallWatch(settings.ingest_stall_seconds, clock)
-        self._in_hand = False
+        self._writing: asyncio.Task[None] | None = None
         self._last_error: str | None = None
 
     async def start(self) -> None:
@@ -134,6 +140,7 @@ class Ingest:
         """A rebalance takes these partitions: finish the batch in hand (its jobs reach the store),
         then let the dispatcher settle their in-flight sends — all before another instance gets them."""
         async with self._batch_lock:
+            await self._settle_writer(forget=False)
             await self._dispatcher.revoke(partitions, grace=self._settings.delivery_timeout + 1.0)
         log.info("partitions_revoked", partitions=sorted(f"{t}:{p}" for t, p in partitions))
 
@@ -171,31 +178,70 @@ class Ingest:
 
     # -- the loop -------------------------------------------------------------------------
     async def _run(self) -> None:
+        """Fetch and plan batch N+1 while batch N persists and commits (a two-stage pipeline).
+
+        Batches persist and commit strictly in fetch order: a batch is handed to the writer only
+        after the previous one finished, and is dropped (to be read again) when that one failed."""
         assert self._consumer is not None
-        while not self._stopping:
-            try:
-                batch = await self._consumer.getmany(
-                    timeout_ms=200, max_records=self._settings.fetch_max_records
-                )
-                if batch:
-                    async with self._batch_lock:
-                        self._in_hand = True
-                        try:
-                            await self.process(batch)
-                        finally:
-                            self._in_hand = False
-            except asyncio.CancelledError:
-                raise
-            except IngestStopped:
-                return
-            except Exception as exc:
-                # A broker hiccup (fetch or commit): the batch is read again, and the
-                # idempotent persist makes that harmless.
-                METRICS.ingest_errors.labels("broker" if isinstance(exc, KafkaError) else "unexpected").inc()
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("ingest_batch_failed")
-                await self._rewind()
-                await asyncio.sleep(1.0)
+        try:
+            while not self._stopping:
+                try:
+                    batch = await self._consumer.getmany(
+                        timeout_ms=200, max_records=self._settings.fetch_max_records
+                    )
+                    if batch:
+                        await self._hand_to_writer(batch, self._plan(batch))
+                except asyncio.CancelledError:
+                    raise
+                except IngestStopped:
+                    return
+                except Exception as exc:
+                    # A broker hiccup (fetch or commit): the batch is read again, and the
+                    # idempotent persist makes that harmless.
+                    METRICS.ingest_errors.labels("broker" if isinstance(exc, KafkaError) else "unexpected").inc()
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("ingest_batch_failed")
+                    await self._settle_writer()
+                    await self._rewind()
+                    await asyncio.sleep(1.0)
+            await self._writer_done()
+        except IngestStopped:
+            return
+        finally:
+            await self._settle_writer()
+
+    async def _hand_to_writer(self, batch: Batch, writes: list[RecordWrite]) -> None:
+        async with self._batch_lock:
+            await self._writer_done()  # the previous batch's failure surfaces here: this one is dropped
+            batch, writes = self._still_owned(batch, writes)
+            if batch:
+                self._writing = asyncio.create_task(self.process(batch, writes), name="ingest-write")
+
+    async def _writer_done(self) -> None:
+        """Wait for the batch being written; raise what it raised."""
+        task, self._writing = self._writing, None
+        if task is not None:
+            await task
+
+    async def _settle_writer(self, *, forget: bool = True) -> None:
+        """Wait for the batch being written without raising. The loop forgets it (it rewinds
+        anyway); a rebalance keeps it, so that the loop still sees a failure and rewinds."""
+        task = self._writing
+        if task is not None:
+            await asyncio.wait({task})
+            if forget:
+                self._writing = None
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("ingest_write_failed", error=repr(task.exception()))
+
+    def _still_owned(self, batch: Batch, writes: list[RecordWrite]) -> tuple[Batch, list[RecordWrite]]:
+        """Drop what a rebalance took while the batch was planned: its new owner reads it again."""
+        assert self._consumer is not None
+        owned = self._consumer.assignment()
+        if all(tp in owned for tp in batch):
+            return batch, writes
+        kept = {tp: records for tp, records in batch.items() if tp in owned}
+        return kept, [w for w in writes if TopicPartition(w.ref.topic, w.ref.partition) in owned]
 
     async def _rewind(self) -> None:
         """Seek back to the last committed offsets so an uncommitted batch is not skipped. Until
@@ -222,8 +268,8 @@ class Ingest:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
 
-    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        writes = self._plan(batch)
+    async def process(self, batch: Batch, writes: list[RecordWrite]) -> None:
+        """Persist a planned batch, hand its jobs to the dispatcher, then commit its offsets."""
         started = time.perf_counter()
         new_jobs = await self._persist(writes)
         persisted = time.perf_counter()
@@ -247,7 +293,7 @@ class Ingest:
         for event_type, n in Counter(event.type for event in events).items():
             METRICS.events_by_type.labels(event_type).inc(n)
 
-    def _plan(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> list[RecordWrite]:
+    def _plan(self, batch: Batch) -> list[RecordWrite]:
         """Decode and route every record: what each one will write."""
         index = self._router.index
         now = self._clock()
@@ -345,7 +391,7 @@ class Ingest:
                     offset=write.ref.offset, error=message[:500])
         return RecordWrite(write.record, write.ref, quarantine=entry)
 
-    async def _commit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _commit(self, batch: Batch) -> None:
         assert self._consumer is not None
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         try:
@@ -360,7 +406,7 @@ class Ingest:
 
     # -- the stall watch ------------------------------------------------------------------
     async def _observe(self) -> None:
-        behind = self._in_hand or any((await self.lag()).values())
+        behind = (self._writing is not None and not self._writing.done()) or any((await self.lag()).values())
         transition = self.stall.observe(behind)
         METRICS.ingest_stalled.set(1 if self.stall.stalled else 0)
         if transition is not None:
