@@ -186,9 +186,11 @@ class Relay:
             for callback_id, lane in lanes.items():
                 METRICS.queue_depth.labels(callback_id).set(lane.depth)
                 METRICS.in_flight.labels(callback_id).set(lane.in_flight)
+                METRICS.concurrency_limit.labels(callback_id).set(lane.concurrency.limit)
         else:
             METRICS.queue_depth.labels("all").set(sum(lane.depth for lane in lanes.values()))
             METRICS.in_flight.labels("all").set(sum(lane.in_flight for lane in lanes.values()))
+            METRICS.concurrency_limit.labels("all").set(sum(lane.concurrency.limit for lane in lanes.values()))
         for tp, lag in (await self.ingest.lag()).items():
             METRICS.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         METRICS.dead_letters_stored.set(self.outcomes.dead_letters)

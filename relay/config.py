@@ -199,7 +199,9 @@ class Settings:
     url_allowlist: tuple[str, ...] = setting((), _allowlist,
         "Hosts/CIDRs allowed despite the SSRF rules; http:// only for these.")
     delivery_timeout: float = setting(10.0, _seconds, "Timeout of one delivery attempt.")
-    lane_max_in_flight: int = setting(8, _positive_int, "Concurrent POSTs per callback.")
+    lane_max_in_flight: int = setting(64, _positive_int, "Most concurrent POSTs per callback (a callback's "
+                                      "maxInFlight overrides it). The limit in use starts at 8 and adapts "
+                                      "below this ceiling from the endpoint's answers (AIMD).")
     global_max_in_flight: int = setting(256, _positive_int, "Concurrent POSTs across all callbacks.")
     batch_linger: float = setting(0.005, _seconds, "How long a lane waits to fill a batch.")
     lane_window: int = setting(5000, _positive_int, "Pending jobs a lane keeps in memory; the rest wait in the store.")

@@ -60,6 +60,9 @@ class Metrics:
             ["callback_id"], registry=r)
         self.in_flight = Gauge(
             "relay_in_flight_requests", "POSTs in flight per callback.", ["callback_id"], registry=r)
+        self.concurrency_limit = Gauge(
+            "relay_concurrency_limit", "POSTs a callback may have in flight now: adapts to its answers "
+            "(callback_id=\"all\": the sum).", ["callback_id"], registry=r)
         self.consumer_lag = Gauge(
             "relay_consumer_lag", "Records behind the partition's high watermark.",
             ["topic", "partition"], registry=r)

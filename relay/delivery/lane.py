@@ -18,6 +18,7 @@ import structlog
 
 from relay import tracing
 from relay.delivery.circuit import CircuitBreaker, CircuitConfig
+from relay.delivery.concurrency import AdaptiveLimit
 from relay.delivery.endpoint import EndpointSender
 from relay.delivery.http import HttpOutcome
 from relay.delivery.outcomes import (
@@ -44,11 +45,12 @@ log = structlog.get_logger("relay.delivery")
 
 @dataclass(frozen=True)
 class LaneConfig:
-    max_in_flight: int = 8
+    max_in_flight: int = 64  # the ceiling; the limit in use adapts below it (relay.delivery.concurrency)
     window: int = 5000
     linger: float = 0.005
     timeout: float = 10.0
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
+    initial_in_flight: int = 8
 
 
 class Lane:
@@ -91,6 +93,7 @@ class Lane:
         self._sends: set[asyncio.Task[None]] = set()
         current = callback(callback_id)
         self.circuit = CircuitBreaker(config.circuit, current.failing_since if current else None)
+        self.concurrency = AdaptiveLimit(self._ceiling(current), config.initial_in_flight)
 
     # -- feeding --------------------------------------------------------------------------
     def offer(self, jobs: list[Job]) -> None:
@@ -167,11 +170,11 @@ class Lane:
 
     async def _dispatch(self, callback: Callback) -> float | None:
         """Start as many batches as capacity allows; return how long to wait at most."""
-        limit = callback.options.max_in_flight or self._config.max_in_flight
+        self.concurrency.bound(self._ceiling(callback))
         self._limiter.configure(callback.options.rate_limit, self._share())
         max_batch = min(callback.max_batch_size, self._limiter.max_batch or callback.max_batch_size)
         lingered = False
-        while self._window.batches_in_flight < limit:
+        while self._window.batches_in_flight < self.concurrency.limit:
             now = self._clock()
             if not self.circuit.allows(now):
                 reopens = self.circuit.reopens_at()
@@ -197,19 +200,21 @@ class Lane:
                 return self._throttled(callback, wait)
             self._limiter.take(len(batch), now)
             self._window.begin(batch)
+            pin = fresh and len(batch) > 1
+            if pin:
+                self._window.pin(batch, webhook_id(callback.id, [job.event_id for job in batch]))
             try:
-                if fresh and len(batch) > 1:
-                    batch_id = webhook_id(callback.id, [job.event_id for job in batch])
-                    await self._store.assign_batch(batch_id, [job.id for job in batch])
-                    self._window.pin(batch, batch_id)
                 await self._slots.acquire()
             except BaseException:
                 self._end(batch)
                 raise
-            task = asyncio.create_task(self._send(callback, batch))
+            task = asyncio.create_task(self._send(callback, batch, pin))
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
         return None
+
+    def _ceiling(self, callback: Callback | None) -> int:
+        return (callback.options.max_in_flight if callback else None) or self._config.max_in_flight
 
     def _throttled(self, callback: Callback, wait: float) -> float:
         """Held back by the rate limit or a Retry-After pause: no attempt is spent, the wait is counted."""
@@ -221,9 +226,15 @@ class Lane:
         self._wake.set()
 
     # -- sending --------------------------------------------------------------------------
-    async def _send(self, callback: Callback, batch: list[Job]) -> None:
+    async def _send(self, callback: Callback, batch: list[Job], pin: bool = False) -> None:
+        """``pin``: write the batch's composition first. Here and not in the dispatch loop, so that
+        the loop starts the other batches meanwhile: their pins wait for the writer together,
+        not one after another behind ingest's transactions."""
         try:
             msg_id = batch[0].batch_id or webhook_id(callback.id, [job.event_id for job in batch])
+            if pin:
+                await self._store.assign_batch(msg_id, [job.id for job in batch])
+                pin = False
             shaped = payload(callback, batch)
             now = self._clock()
             for job, reason in shaped.refused:
@@ -244,6 +255,7 @@ class Lane:
             timeout = callback.options.timeout or self._config.timeout
             try:
                 outcome = await self._sender.post(callback, shaped.body, headers, timeout)
+                self.concurrency.answered(outcome.status, outcome.latency_ms)
                 result = self._settle(callback, shaped.sent, msg_id, outcome)
             except BaseException:
                 if span is not None:
@@ -253,6 +265,8 @@ class Lane:
                 span.finish(outcome.status, result, outcome.error)
         except Exception:
             log.exception("delivery_crashed", callback_id=callback.id, batch_size=len(batch))
+            if pin:  # its composition never reached the store: nothing was sent under that id
+                self._window.unpin(batch)
             self._window.hold(batch, self._clock() + 1.0)
             self.circuit.release_probe()
         finally:

@@ -146,6 +146,11 @@ class Window:
         for job in batch:
             job.batch_id = batch_id
 
+    def unpin(self, batch: list[Job]) -> None:
+        """The pin could not be written before the first POST: compose the batch afresh later."""
+        for job in batch:
+            job.batch_id = None
+
     def retry_at(self, batch: list[Job], when: float, attempts: int, batch_id: str) -> None:
         for job in batch:
             job.attempts = attempts

@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -282,6 +283,40 @@ async def test_backlog_beyond_the_window_waits_in_the_store_and_drains_in_order(
         await receiver.wait_for(lambda: len({e["eventId"] for e in receiver.delivered_events()}) >= 400, 30)
         for key, seqs in first_seen_order(receiver.delivered_events()).items():
             assert seqs == sorted(seqs) and len(seqs) == 100, key
+    finally:
+        await harness.close()
+        await receiver.stop()
+
+
+async def test_the_concurrency_limit_halves_on_overload_and_grows_back(kafka: KafkaBroker, tmp_path: Path) -> None:
+    """relay_concurrency_limit per callback: 503s cut it to 1; good answers raise it again."""
+    overloaded = True
+
+    async def respond(received: Received) -> int:
+        return 503 if overloaded else 200
+
+    receiver = await RecordingReceiver(responder=respond).start()
+    harness = await start_harness(kafka, tmp_path, retry_schedule="0,50ms,100ms", retry_max_age="300s",
+                                  circuit_failure_threshold=1000)
+    try:
+        tenant = await setup(harness, receiver, maxBatchSize=1)
+        callback_id = tenant.account["callback"]["id"]
+
+        async def limit(wanted: Any) -> float | None:
+            async with aiohttp.ClientSession() as session, session.get(harness.base + "/metrics") as response:
+                text = await response.text()
+            for line in text.splitlines():
+                if line.startswith(f'relay_concurrency_limit{{callback_id="{callback_id}"}}'):
+                    value = float(line.split()[-1])
+                    return value if wanted(value) else None
+            return None
+
+        await produce_keyed(harness, sequenced(tenant.mid, keys=20, per_key=5))
+        await receiver.wait_for(lambda: len(receiver.requests) >= 20, 30)
+        assert await eventually(lambda: limit(lambda v: v == 1), timeout=15, what="the limit cut to 1") == 1
+        overloaded = False
+        await receiver.wait_for(lambda: len({e["eventId"] for e in receiver.delivered_events()}) >= 100, 60)
+        assert await eventually(lambda: limit(lambda v: v > 1), timeout=15, what="the limit raised again") > 1
     finally:
         await harness.close()
         await receiver.stop()
