@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Collection, Sequence
+from itertools import chain
 from typing import Any, Protocol, TypeVar, cast
 
 import orjson
@@ -730,7 +731,7 @@ def _values(head: str, rows: Sequence[Sequence[Any]], tail: str) -> list[tuple[s
     width = len(rows[0])
     one = f"({_marks(width)})"
     chunk = _MAX_PARAMS // width
-    return [(f"{head} VALUES {','.join([one] * len(part))} {tail}", [value for row in part for value in row])
+    return [(f"{head} VALUES {','.join([one] * len(part))} {tail}", list(chain.from_iterable(part)))
             for part in (rows[start:start + chunk] for start in range(0, len(rows), chunk))]
 
 
@@ -745,7 +746,7 @@ def update_values(c: Connection, columns: str, rows: Sequence[Sequence[Any]], up
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
         c.execute(f"WITH {columns} AS (VALUES {','.join([one] * len(part))}) {update}",
-                  [*(value for row in part for value in row), *params])
+                  [*chain.from_iterable(part), *params])
 
 
 JOB_INSERT = ("INSERT INTO jobs (event_id, callback_id, ordering_key, topic, partition, next_attempt_at, "
