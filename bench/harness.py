@@ -133,12 +133,15 @@ class RelayProcess:
             self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def profile(self, seconds: int) -> None:
-        """With BENCH_PROFILE=<dir>, attach py-spy for ``seconds`` (collapsed stacks)."""
+        """With BENCH_PROFILE=<dir>, attach py-spy for ``seconds``: collapsed stacks (.txt), or a
+        flame graph (.svg) with BENCH_PROFILE_FORMAT=flamegraph."""
         profile_dir = os.environ.get("BENCH_PROFILE")
         if profile_dir and self.proc is not None:
-            out = Path(profile_dir) / f"{self.data_dir.name}-{int(time.time())}.txt"
+            form = os.environ.get("BENCH_PROFILE_FORMAT", "raw")
+            suffix = "svg" if form == "flamegraph" else "txt"
+            out = Path(profile_dir) / f"{self.data_dir.name}-{int(time.time())}.{suffix}"
             spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-            subprocess.Popen([spy, "record", "--format", "raw", "-r", "250", "-d", str(seconds),
+            subprocess.Popen([spy, "record", "--format", form, "-r", "250", "-d", str(seconds),
                               "-o", str(out), "--pid", str(self.proc.pid)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -165,7 +168,7 @@ class RelayProcess:
             return data
 
     async def register(self, receivers: list[Receiver], max_batch: int, mid: str = "777",
-                       per_receiver: int = 1) -> str:
+                       per_receiver: int = 1, filtered_subscriptions: int = 0) -> str:
         """One account; ``per_receiver`` verified callbacks per receiver (distinct paths), each
         subscribed to every send event. Returns the account's API key."""
         async with aiohttp.ClientSession() as session:
@@ -174,11 +177,14 @@ class RelayProcess:
             key = account["apiKey"]
             for receiver in receivers:
                 for n in range(per_receiver):
-                    await self._register_one(session, key, receiver, f"{receiver.url}/{n}", max_batch)
+                    await self._register_one(session, key, receiver, f"{receiver.url}/{n}", max_batch,
+                                             filtered_subscriptions)
         return key
 
     async def _register_one(self, session: aiohttp.ClientSession, key: str, receiver: Receiver, url: str,
-                            max_batch: int) -> None:
+                            max_batch: int, filtered_subscriptions: int = 0) -> None:
+        """A verified callback with one subscription to every send event — or, with
+        ``filtered_subscriptions``, that many, each with a definitionKey filter (see ``produce``)."""
         cb = await self.call(session, "POST", "/v1/callbacks", key,
                              {"name": url.rsplit(":", 1)[1], "url": url, "maxBatchSize": max_batch})
         found: list[dict[str, str]] = []
@@ -189,25 +195,38 @@ class RelayProcess:
             await asyncio.sleep(0.05)
         await self.call(session, "POST", f"/v1/callbacks/{cb['id']}/verify", key,
                         {"verificationKey": found[0]["verificationKey"]})
-        await self.call(session, "POST", "/v1/subscriptions", key, {
-            "name": f"all-{cb['id']}", "callbackId": cb["id"],
-            "eventCategoryTypes": ["TransactionalSendEvents.*"],
-        })
+        if not filtered_subscriptions:
+            await self.call(session, "POST", "/v1/subscriptions", key, {
+                "name": f"all-{cb['id']}", "callbackId": cb["id"],
+                "eventCategoryTypes": ["TransactionalSendEvents.*"],
+            })
+        for n in range(filtered_subscriptions):
+            await self.call(session, "POST", "/v1/subscriptions", key, {
+                "name": f"key-{n}-{cb['id']}", "callbackId": cb["id"],
+                "eventCategoryTypes": ["TransactionalSendEvents.EmailSent"], "filters": [f"definitionKey=key-{n}"],
+            })
 
 
-async def produce(bootstrap: str, topic: str, count: int, keys: int, rate: float = 0.0) -> None:
-    """Send ``count`` events; with ``rate`` > 0, paced, each stamped with its send time."""
+async def produce(bootstrap: str, topic: str, count: int, keys: int, rate: float = 0.0, pad: int = 0,
+                  definition_keys: int = 0) -> None:
+    """Send ``count`` events; with ``rate`` > 0, paced, each stamped with its send time. ``pad`` adds
+    an unknown field of that many bytes (body size); ``definition_keys`` > 0 cycles definitionKey
+    through ``key-0`` … (what filtered subscriptions match on)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
                                 max_batch_size=1 << 20)
     await producer.start()
     try:
         base = sample_event("EmailSent", mid="777", subscriber_key="x")
+        if pad:
+            base["padding"] = "p" * pad
         started = time.monotonic()
         pending = []
         for i in range(count):
             base["timestampUTC"] = int(time.time() * 1000)
             base["info"]["subscriberKey"] = key = f"sub-{i % keys:06d}"
             base["info"]["messageKey"] = f"m{i}"
+            if definition_keys:
+                base["definitionKey"] = f"key-{i % definition_keys}"
             pending.append(await producer.send(topic, orjson.dumps(base), key=key.encode()))
             if rate:
                 delay = started + (i + 1) / rate - time.monotonic()

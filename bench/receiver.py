@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import random
 import time
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -95,7 +96,7 @@ def build(hang: bool, status: int, fail_rate: float) -> web.Application:
         return web.Response(status=200)
 
     async def get_stats(request: web.Request) -> web.Response:
-        body = {
+        body: dict[str, Any] = {
             "requests": stats.requests, "events": stats.events, "attempts": stats.attempts,
             "first": stats.first, "last": stats.last, "duplicates": stats.duplicates,
             "order_violations": stats.order_violations,

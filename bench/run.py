@@ -20,7 +20,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,12 @@ import orjson
 import psycopg
 
 from bench.harness import Receiver, RelayProcess, free_port, produce
-from bench.plot import plot_latencies
+from bench.plot import plot_curve, plot_latencies, plot_rss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("compare", "single", "batched", "batched_1000", "fanout", "isolation", "retry_storm",
-             "backlog_drain", "ordering", "latency", "dashboards", "instances")
+             "backlog_drain", "ordering", "latency", "latency_batched", "api_under_load", "dashboards", "instances",
+             "cost_callbacks", "cost_subscriptions", "cost_body", "cost_backlog")
 PG_SH = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "pg.sh"
 # The issue's targets for this 2-core machine: (figure, comparison, goal).
 TARGETS: dict[str, list[tuple[str, str, float]]] = {
@@ -45,6 +46,7 @@ TARGETS: dict[str, list[tuple[str, str, float]]] = {
     "isolation": [("isolation_ratio", ">=", 0.95)],
     "backlog_drain": [("peak_rss_mb", "<=", 200)],
     "instances": [("postgres_over_sqlite", ">=", 0.8)],
+    "api_under_load": [("busy_p99_ms", "<", 100)],
     "ordering": [("order_violations", "==", 0)],
     "retry_storm": [("order_violations", "==", 0)],
 }
@@ -98,13 +100,14 @@ def figures(stats: list[dict[str, Any]], expected: int, cpu_s: float, rss: int) 
 
 
 class Scenario:
-    def __init__(self, bootstrap: str, workdir: Path) -> None:
+    def __init__(self, bootstrap: str, workdir: Path, stamp: str) -> None:
         self.bootstrap = bootstrap
         self.workdir = workdir
+        self.stamp = stamp  # names this run's plots
 
     async def throughput(self, name: str, events: int, max_batch: int, *, receivers: int = 1,
                          per_receiver: int = 1, hanging: int = 0, fail_rate: float = 0.0, keys: int = 10000,
-                         timeout: float = 300, **settings: Any) -> dict[str, Any]:
+                         timeout: float = 300, pad: int = 0, filtered: int = 0, **settings: Any) -> dict[str, Any]:
         """Register, stop the relay, produce everything, restart, time the drain.
 
         Latency therefore includes the time events waited in Kafka before the relay started."""
@@ -115,9 +118,10 @@ class Scenario:
         expected = events * len(healthy) * per_receiver
         try:
             await relay.start()
-            await relay.register(healthy + stuck, max_batch, per_receiver=per_receiver)
+            await relay.register(healthy + stuck, max_batch, per_receiver=per_receiver,
+                                 filtered_subscriptions=filtered)
             relay.stop()
-            await produce(self.bootstrap, relay.topic, events, keys)
+            await produce(self.bootstrap, relay.topic, events, keys, pad=pad, definition_keys=filtered)
             await relay.start()
             relay.profile(8)
             cpu0, _ = relay.usage()
@@ -236,9 +240,11 @@ class Scenario:
     async def backlog_drain(self, scale: float) -> dict[str, Any]:
         """(6) An endpoint down while 1,000,000 jobs pile up in the store, then it recovers: peak RSS
         through both phases and the drain rate after recovery."""
-        count = int(1_000_000 * scale)
+        return await self._backlog("backlog", int(1_000_000 * scale))
+
+    async def _backlog(self, name: str, count: int) -> dict[str, Any]:
         receiver = await Receiver(free_port(), ["--status", "503"]).start()
-        relay = RelayProcess(self.bootstrap, self.workdir / "backlog", circuit_failure_threshold=3,
+        relay = RelayProcess(self.bootstrap, self.workdir / name, circuit_failure_threshold=3,
                              circuit_cooldown_max="2s", retry_schedule=",".join(["0"] + ["2s"] * 500))
         started = time.monotonic()
         try:
@@ -285,7 +291,9 @@ class Scenario:
                 results[f"postgres_{count}"] = await self._instances("postgres", count, events, base)
         finally:
             await _pg("down", pg_env)
-        return {f"{name}_{key}": value for name, run in results.items() for key, value in run.items()}
+        flat = {f"{name}_{key}": value for name, run in results.items() for key, value in run.items()}
+        flat["postgres_over_sqlite"] = round(flat["postgres_1_events_per_s"] / flat["sqlite_1_events_per_s"], 3)
+        return flat
 
     async def _instances(self, store: str, count: int, events: int, pg_base: str) -> dict[str, Any]:
         settings: dict[str, Any] = {"master_key": base64.b64encode(os.urandom(32)).decode()}
@@ -315,6 +323,107 @@ class Scenario:
         return {"events_per_s": round(rate), "store_writes_per_s_per_instance": round(rate / count),
                 "cpu_s_per_instance": [round(b - a, 1) for a, b in zip(cpu0, cpu1, strict=True)],
                 "complete": stats["events"] >= events}
+
+    async def latency_batched(self, scale: float) -> dict[str, Any]:
+        """Events produced live at 10,000/s, up to 100 per POST: event timestamp to receipt."""
+        receiver = await Receiver(free_port()).start()
+        relay = RelayProcess(self.bootstrap, self.workdir / "latency-batched")
+        count = int(100000 * scale)
+        try:
+            await relay.start()
+            await relay.register([receiver], max_batch=100)
+            await asyncio.sleep(1.5)
+            cpu0, _ = relay.usage()
+            await produce(self.bootstrap, relay.topic, count, 10000, rate=10000)
+            stats = await wait_events([receiver], count, 120)
+            cpu1, rss = relay.usage()
+        finally:
+            relay.stop()
+            receiver.stop()
+        return {"rate_per_s": 10000, **figures(stats, count, cpu1 - cpu0, rss)}
+
+    async def api_under_load(self, scale: float) -> dict[str, Any]:
+        """GET /v1/callbacks, every 50 ms, while 200 callbacks x 1,000 events (up to 10 per POST) are
+        delivered flat out, and then idle: what on-call sees when they open the console under load."""
+        events = int(1000 * scale)
+        receiver = await Receiver(free_port()).start()
+        relay = RelayProcess(self.bootstrap, self.workdir / "api-load", delivery_timeout="60s")
+        busy: list[float] = []
+        idle: list[float] = []
+        try:
+            await relay.start()
+            key = await relay.register([receiver], max_batch=10, per_receiver=200)
+            relay.stop()
+            await produce(self.bootstrap, relay.topic, events, 10000)
+            await relay.start()
+            done = asyncio.create_task(wait_events([receiver], events * 200, 600))
+            async with aiohttp.ClientSession() as session:
+                while not done.done():
+                    busy.append(await _timed_get(session, f"http://{relay.api}/v1/callbacks", key))
+                    await asyncio.sleep(0.05)
+                for _ in range(40):
+                    idle.append(await _timed_get(session, f"http://{relay.api}/v1/callbacks", key))
+            [stats] = await done
+        finally:
+            relay.stop()
+            receiver.stop()
+        return {"busy_requests": len(busy), "busy_p50_ms": round(percentile(busy, 0.5), 1),
+                "busy_p99_ms": round(percentile(busy, 0.99), 1), "busy_max_ms": round(max(busy), 1),
+                "idle_p99_ms": round(percentile(idle, 0.99), 1), "events_delivered": stats["events"],
+                "delivered_per_s": round(stats["events"] / max(stats["last"] - stats["first"], 1e-3))}
+
+    async def cost_callbacks(self, scale: float) -> dict[str, Any]:
+        """Cost curve: the same number of jobs spread over 1, 10, 100 and 1,000 callbacks (every
+        event to every callback, up to 100 per POST)."""
+        jobs = int(60000 * scale)
+        points = []
+        for count in (1, 10, 100, 1000):
+            run = await self.throughput(f"callbacks-{count}", max(jobs // count, 20), max_batch=100,
+                                        per_receiver=count, timeout=600)
+            points.append((count, run["events_per_s"], run["cpu_s_per_1000_events"]))
+        plot_curve(points, RESULTS / f"{self.stamp}-cost-callbacks.png",
+                   f"Cost by number of callbacks, {jobs:,} jobs each run ({self.stamp})", "callbacks")
+        return _curve("callbacks", points)
+
+    async def cost_subscriptions(self, scale: float) -> dict[str, Any]:
+        """Cost curve: one callback with 10, 1,000 and 10,000 subscriptions, each with a
+        definitionKey filter; every event matches exactly one."""
+        events = int(20000 * scale)
+        points = []
+        for count in (10, 1000, 10000):
+            run = await self.throughput(f"subscriptions-{count}", events, max_batch=100, filtered=count,
+                                        timeout=900)
+            points.append((count, run["events_per_s"], run["cpu_s_per_1000_events"]))
+        plot_curve(points, RESULTS / f"{self.stamp}-cost-subscriptions.png",
+                   f"Cost by number of filtered subscriptions ({self.stamp})", "subscriptions with filters")
+        return _curve("subscriptions", points)
+
+    async def cost_body(self, scale: float) -> dict[str, Any]:
+        """Cost curve: event bodies of 0.5, 5 and 50 KB, up to 100 per POST (fewer events when larger:
+        the same 300 MB at most per run, times the scale)."""
+        points = []
+        for size in (500, 5000, 50000):
+            events = min(int(60000 * scale), int(300e6 * scale / size))
+            run = await self.throughput(f"body-{size}", events, max_batch=100, pad=max(0, size - 420))
+            points.append((size / 1000, run["events_per_s"], run["cpu_s_per_1000_events"]))
+        plot_curve(points, RESULTS / f"{self.stamp}-cost-body.png", f"Cost by event size ({self.stamp})",
+                   "event body (KB)")
+        return _curve("kb", points)
+
+    async def cost_backlog(self, scale: float) -> dict[str, Any]:
+        """Peak RSS against backlog size: 10k, 100k, 1M and 5M jobs (times the scale) pile up while the
+        endpoint is down, then drain."""
+        points = []
+        results: dict[str, Any] = {}
+        for jobs in (10_000, 100_000, 1_000_000, 5_000_000):
+            count = int(jobs * scale)
+            run = await self._backlog(f"backlog-{count}", count)
+            points.append((count, max(run["peak_rss_mb"], run["peak_rss_mb_while_down"])))
+            results[f"jobs_{count}_peak_rss_mb"] = points[-1][1]
+            results[f"jobs_{count}_ingest_per_s"] = run["ingest_events_per_s"]
+            results[f"jobs_{count}_drain_per_s"] = run["events_per_s"]
+        plot_rss(points, RESULTS / f"{self.stamp}-cost-backlog.png", f"Peak RSS by backlog size ({self.stamp})")
+        return results
 
     async def dashboards(self, scale: float) -> dict[str, Any]:
         """Ingest rate with 5 dashboards streaming activity, against none, in the same run."""
@@ -347,6 +456,22 @@ class Scenario:
             relay.stop()
             receiver.stop()
         return round(rate)
+
+
+def _curve(unit: str, points: Sequence[tuple[float, float, float]]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for x, rate, cpu in points:
+        label = f"{x:g}{unit}" if unit == "kb" else f"{unit}_{x:g}"
+        figures[f"{label}_events_per_s"] = rate
+        figures[f"{label}_cpu_s_per_1000_events"] = cpu
+    return figures
+
+
+async def _timed_get(session: aiohttp.ClientSession, url: str, key: str) -> float:
+    started = time.perf_counter()
+    async with session.get(url, headers={"authorization": f"Bearer {key}"}) as response:
+        await response.read()
+    return (time.perf_counter() - started) * 1000
 
 
 async def _read_stream(session: aiohttp.ClientSession, url: str, key: str) -> None:
@@ -402,7 +527,9 @@ async def main() -> None:
     args = parser.parse_args()
     bootstrap = os.environ.get("RELAY_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    scenario = Scenario(bootstrap, workdir)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    RESULTS.mkdir(exist_ok=True)
+    scenario = Scenario(bootstrap, workdir, stamp)
     runs: dict[str, Callable[[float], Awaitable[dict[str, Any]]]] = {
         name: getattr(scenario, name) for name in args.only.split(",")
     }
@@ -421,8 +548,6 @@ async def main() -> None:
             print(summarize(name, results[name]), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    RESULTS.mkdir(exist_ok=True)
     meta = {"when": stamp, "machine": f"{platform.machine()} {os.cpu_count()} cores",
             "python": platform.python_version(), "scale": args.scale}
     (RESULTS / f"{stamp}.json").write_bytes(orjson.dumps({"meta": meta, "results": results},

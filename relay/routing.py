@@ -81,55 +81,6 @@ class _Entry:
     filters: tuple[Filter, ...]
 
 
-class SubscriptionIndex:
-    """(account, event type) → subscriptions; category wildcards (``Category.*``) included."""
-
-    def __init__(
-        self,
-        account_by_mid: dict[str, str],
-        callbacks: list[Callback],
-        subscriptions: list[Subscription],
-    ) -> None:
-        self._account_by_mid = account_by_mid
-        usable = {c.id: c for c in callbacks if c.verified and c.enabled}
-        exact: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
-        category: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
-        for sub in subscriptions:
-            callback = usable.get(sub.callback_id)
-            held = sub.status == "paused" and sub.on_pause == "hold"
-            if callback is None or (sub.status != "active" and not held):
-                continue
-            entry = _Entry(sub, callback, tuple(parse_filter(f) for f in sub.filters))
-            for event_type in sub.event_types:
-                if event_type.endswith(".*"):
-                    category[(sub.account_id, event_type[:-2])].append(entry)
-                else:
-                    exact[(sub.account_id, event_type)].append(entry)
-        self._exact = dict(exact)
-        self._category = dict(category)
-
-    def account_for(self, mid: str) -> str | None:
-        return self._account_by_mid.get(mid)
-
-    def route(self, event: Event, account_id: str) -> list[Route]:
-        """Callbacks that want ``event``; each callback at most once."""
-        candidates = self._exact.get((account_id, event.type), [])
-        wildcard = self._category.get((account_id, event.type.partition(".")[0]))
-        if wildcard:
-            candidates = candidates + wildcard
-        routes: dict[str, Route] = {}
-        for entry in candidates:
-            known = routes.get(entry.callback.id)
-            if known is not None and known.held_by is None:
-                continue
-            if all(f.matches(event.data) for f in entry.filters):
-                sub = entry.subscription
-                held_by = sub.id if sub.status == "paused" else None
-                if known is None or held_by is None:
-                    routes[entry.callback.id] = Route(entry.callback, _ordering_key(event, entry), held_by)
-        return list(routes.values())
-
-
 def _ordering_key(event: Event, entry: _Entry) -> str | None:
     mode = entry.subscription.ordering
     if mode == "subscriberKey":

@@ -95,3 +95,58 @@ def test_bad_filters_are_refused(text) -> None:
 def test_ordering_key_follows_the_subscription(ordering, key) -> None:
     idx = index([sub("s1", "cb1", ["TransactionalSendEvents.*"], ordering=ordering)])
     assert idx.route(event(), "acct_a")[0].ordering_key == key
+
+
+# -- the equality-filter index must route exactly as testing every subscription would -----------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_VALUES = ["a", "b", "c"]
+_filter_texts = st.builds(
+    lambda field, op, values: f"{field}{op}{'|'.join(values)}",
+    st.sampled_from(["definitionKey", "status", "subscriberKey", "mid"]), st.sampled_from(["=", "!="]),
+    st.lists(st.sampled_from([*_VALUES, "100", "s1"]), min_size=1, max_size=2, unique=True))
+
+
+def naive_route(subs: list, callbacks: list, data_event) -> dict[str, tuple]:
+    """Every subscription in order, every filter tested: the reference the index must match."""
+    usable = {c.id: c for c in callbacks if c.verified and c.enabled}
+    routes: dict[str, tuple] = {}
+    exact = [s for s in subs if data_event.type in s.event_types]
+    wildcard = [s for s in subs if f"{data_event.type.split('.')[0]}.*" in s.event_types]
+    for s in exact + wildcard:
+        if s.callback_id not in usable or (s.status != "active" and not (s.status == "paused" and s.on_pause == "hold")):
+            continue
+        known = routes.get(s.callback_id)
+        if known is not None and known[1] is None:
+            continue
+        if all(parse_filter(f).matches(data_event.data) for f in s.filters):
+            held_by = s.id if s.status == "paused" else None
+            if known is None or held_by is None:
+                key = data_event.subscriber_key if s.ordering == "subscriberKey" else (
+                    data_event.message_key if s.ordering == "messageKey" else None)
+                routes[s.callback_id] = (key, held_by)
+    return routes
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from(["cb1", "cb2", "cb3"]),
+                          st.sampled_from([["TransactionalSendEvents.EmailBounced"], ["TransactionalSendEvents.*"],
+                                           ["TransactionalSendEvents.EmailSent"]]),
+                          st.lists(_filter_texts, max_size=3), st.sampled_from(["active", "paused"]),
+                          st.sampled_from(["subscriberKey", "messageKey", "none"])), max_size=12),
+       st.sampled_from(_VALUES), st.sampled_from(_VALUES))
+def test_indexed_routing_matches_testing_every_subscription(specs, definition_key, status) -> None:
+    subs = []
+    for n, (cid, types, filters, state, ordering) in enumerate(specs):
+        s = sub(f"s{n}", cid, types, tuple(filters), status=state, ordering=ordering)
+        subs.append(Subscription(s.id, s.account_id, s.name, s.callback_id, s.event_types, s.filters, s.status,
+                                 None, s.ordering, on_pause="hold" if n % 2 else "drop"))
+    callbacks = [callback("cb1"), callback("cb2"), callback("cb3")]
+    data = sample_event("EmailBounced", mid="100", subscriber_key="s1", message_key="m1")
+    data["definitionKey"] = definition_key
+    data["info"]["status"] = status
+    decoded = decode_event(orjson.dumps(data), REF, 100_000)
+    routed = index(subs, callbacks).route(decoded, "acct_a")
+    assert {r.callback.id: (r.ordering_key, r.held_by) for r in routed} == naive_route(subs, callbacks, decoded)
