@@ -81,6 +81,93 @@ class _Entry:
     filters: tuple[Filter, ...]
 
 
+class _Candidates:
+    """The subscriptions of one (account, event type), wildcards included, in registration order.
+
+    Those with an equality filter (``field=a|b``) are also filed under each wanted value of the
+    first such filter, so an event looks only at the ones its value can match: routing stays flat
+    with thousands of filtered subscriptions instead of testing every one of them per event."""
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.unkeyed: list[tuple[int, _Entry]] = []
+        self.keyed: dict[str, dict[str, list[tuple[int, _Entry]]]] = {}
+        for position, entry in enumerate(entries):
+            key = next((f for f in entry.filters if f.op == "="), None)
+            if key is None:
+                self.unkeyed.append((position, entry))
+                continue
+            by_value = self.keyed.setdefault(key.field, {})
+            for value in key.values:
+                by_value.setdefault(value, []).append((position, entry))
+
+    def for_event(self, data: dict[str, Any]) -> list[_Entry]:
+        if not self.keyed:
+            return [entry for _, entry in self.unkeyed]
+        found = list(self.unkeyed)
+        info = data.get("info")
+        for name, by_value in self.keyed.items():
+            raw = data.get(name) if name in TOP_LEVEL_FIELDS else info.get(name) if isinstance(info, dict) else None
+            if raw is not None:
+                found += by_value.get(str(raw), ())
+        found.sort(key=lambda item: item[0])  # registration order decides between two of one callback
+        return [entry for _, entry in found]
+
+
+class SubscriptionIndex:
+    """(account, event type) → subscriptions; category wildcards (``Category.*``) included."""
+
+    def __init__(
+        self,
+        account_by_mid: dict[str, str],
+        callbacks: list[Callback],
+        subscriptions: list[Subscription],
+    ) -> None:
+        self._account_by_mid = account_by_mid
+        usable = {c.id: c for c in callbacks if c.verified and c.enabled}
+        exact: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
+        category: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
+        for sub in subscriptions:
+            callback = usable.get(sub.callback_id)
+            held = sub.status == "paused" and sub.on_pause == "hold"
+            if callback is None or (sub.status != "active" and not held):
+                continue
+            entry = _Entry(sub, callback, tuple(parse_filter(f) for f in sub.filters))
+            for event_type in sub.event_types:
+                if event_type.endswith(".*"):
+                    category[(sub.account_id, event_type[:-2])].append(entry)
+                else:
+                    exact[(sub.account_id, event_type)].append(entry)
+        self._exact = dict(exact)
+        self._category = dict(category)
+        self._candidates: dict[tuple[str, str], _Candidates] = {}
+
+    def account_for(self, mid: str) -> str | None:
+        return self._account_by_mid.get(mid)
+
+    def _for(self, account_id: str, event_type: str) -> _Candidates:
+        """Built on first use per (account, type): exact subscriptions, then the category's."""
+        key = (account_id, event_type)
+        candidates = self._candidates.get(key)
+        if candidates is None:
+            entries = self._exact.get(key, []) + self._category.get((account_id, event_type.partition(".")[0]), [])
+            candidates = self._candidates[key] = _Candidates(entries)
+        return candidates
+
+    def route(self, event: Event, account_id: str) -> list[Route]:
+        """Callbacks that want ``event``; each callback at most once."""
+        routes: dict[str, Route] = {}
+        for entry in self._for(account_id, event.type).for_event(event.data):
+            known = routes.get(entry.callback.id)
+            if known is not None and known.held_by is None:
+                continue
+            if all(f.matches(event.data) for f in entry.filters):
+                sub = entry.subscription
+                held_by = sub.id if sub.status == "paused" else None
+                if known is None or held_by is None:
+                    routes[entry.callback.id] = Route(entry.callback, _ordering_key(event, entry), held_by)
+        return list(routes.values())
+
+
 def _ordering_key(event: Event, entry: _Entry) -> str | None:
     mode = entry.subscription.ordering
     if mode == "subscriberKey":

@@ -130,7 +130,7 @@ def naive_route(subs: list, callbacks: list, data_event) -> dict[str, tuple]:
     return routes
 
 
-@settings(max_examples=300)
+@settings(max_examples=1500)
 @given(st.lists(st.tuples(st.sampled_from(["cb1", "cb2", "cb3"]),
                           st.sampled_from([["TransactionalSendEvents.EmailBounced"], ["TransactionalSendEvents.*"],
                                            ["TransactionalSendEvents.EmailSent"]]),
