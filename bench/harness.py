@@ -170,21 +170,27 @@ class RelayProcess:
     async def register(self, receivers: list[Receiver], max_batch: int, mid: str = "777",
                        per_receiver: int = 1, filtered_subscriptions: int = 0) -> str:
         """One account; ``per_receiver`` verified callbacks per receiver (distinct paths), each
-        subscribed to every send event. Returns the account's API key."""
+        subscribed to every send event. With ``filtered_subscriptions``, that many subscriptions
+        instead, each with a definitionKey filter (see ``produce``), up to 200 per callback (the
+        relay's limit) on as many callbacks as that takes. Returns the account's API key."""
         async with aiohttp.ClientSession() as session:
             account = await self.call(session, "POST", "/v1/accounts", ADMIN_KEY,
                                       {"name": "bench", "mid": mid})
             key = account["apiKey"]
+            if filtered_subscriptions:
+                for n, start in enumerate(range(0, filtered_subscriptions, 200)):
+                    keys = range(start, min(start + 200, filtered_subscriptions))
+                    await self._register_one(session, key, receivers[0], f"{receivers[0].url}/{n}", max_batch, keys)
+                return key
             for receiver in receivers:
                 for n in range(per_receiver):
-                    await self._register_one(session, key, receiver, f"{receiver.url}/{n}", max_batch,
-                                             filtered_subscriptions)
+                    await self._register_one(session, key, receiver, f"{receiver.url}/{n}", max_batch)
         return key
 
     async def _register_one(self, session: aiohttp.ClientSession, key: str, receiver: Receiver, url: str,
-                            max_batch: int, filtered_subscriptions: int = 0) -> None:
-        """A verified callback with one subscription to every send event — or, with
-        ``filtered_subscriptions``, that many, each with a definitionKey filter (see ``produce``)."""
+                            max_batch: int, filter_keys: range | None = None) -> None:
+        """A verified callback with one subscription to every send event, or one subscription per
+        definitionKey in ``filter_keys``."""
         cb = await self.call(session, "POST", "/v1/callbacks", key,
                              {"name": url.rsplit(":", 1)[1], "url": url, "maxBatchSize": max_batch})
         found: list[dict[str, str]] = []
@@ -195,16 +201,17 @@ class RelayProcess:
             await asyncio.sleep(0.05)
         await self.call(session, "POST", f"/v1/callbacks/{cb['id']}/verify", key,
                         {"verificationKey": found[0]["verificationKey"]})
-        if not filtered_subscriptions:
+        if filter_keys is None:
             await self.call(session, "POST", "/v1/subscriptions", key, {
                 "name": f"all-{cb['id']}", "callbackId": cb["id"],
                 "eventCategoryTypes": ["TransactionalSendEvents.*"],
             })
-        for n in range(filtered_subscriptions):
-            await self.call(session, "POST", "/v1/subscriptions", key, {
-                "name": f"key-{n}-{cb['id']}", "callbackId": cb["id"],
+            return
+        for start in range(0, len(filter_keys), 50):  # 50 at a time: bursts share routing reloads
+            await asyncio.gather(*(self.call(session, "POST", "/v1/subscriptions", key, {
+                "name": f"key-{n}", "callbackId": cb["id"],
                 "eventCategoryTypes": ["TransactionalSendEvents.EmailSent"], "filters": [f"definitionKey=key-{n}"],
-            })
+            }) for n in filter_keys[start:start + 50]))
 
 
 async def produce(bootstrap: str, topic: str, count: int, keys: int, rate: float = 0.0, pad: int = 0,

@@ -52,6 +52,7 @@ log = structlog.get_logger("relay.ingest")
 _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
 
 Batch = dict[TopicPartition, list[ConsumerRecord]]
+_PLAN_SLICE = 256  # records planned between two yields to the loop (~5 ms)
 
 
 class IngestStopped(Exception):
@@ -190,7 +191,7 @@ class Ingest:
                         timeout_ms=200, max_records=self._settings.fetch_max_records
                     )
                     if batch:
-                        await self._hand_to_writer(batch, self._plan(batch))
+                        await self._hand_to_writer(batch, await self._plan(batch))
                 except asyncio.CancelledError:
                     raise
                 except IngestStopped:
@@ -293,14 +294,18 @@ class Ingest:
         for event_type, n in Counter(event.type for event in events).items():
             METRICS.events_by_type.labels(event_type).inc(n)
 
-    def _plan(self, batch: Batch) -> list[RecordWrite]:
-        """Decode and route every record: what each one will write."""
+    async def _plan(self, batch: Batch) -> list[RecordWrite]:
+        """Decode and route every record: what each one will write. Yields to the event loop every
+        ``_PLAN_SLICE`` records, so the API and the lanes are not held up for a whole batch (one
+        routing snapshot serves the batch all the same)."""
         index = self._router.index
         now = self._clock()
         max_bytes = self._settings.max_record_bytes
         writes: list[RecordWrite] = []
         for tp, records in batch.items():
             for record in records:
+                if len(writes) % _PLAN_SLICE == _PLAN_SLICE - 1:
+                    await asyncio.sleep(0)
                 ref = RecordRef(tp.topic, tp.partition, record.offset)
                 write = RecordWrite(record, ref)
                 writes.append(write)

@@ -6,8 +6,10 @@ The index is immutable and rebuilt whole when the registry changes (polled once 
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import structlog
@@ -52,6 +54,12 @@ class Filter:
 def parse_filter(text: str) -> Filter:
     if not isinstance(text, str):
         raise InvalidFilter("a filter is a string like definitionKey=welcome")
+    return _parse_filter(text)
+
+
+@lru_cache(maxsize=65536)
+def _parse_filter(text: str) -> Filter:
+    """Memoised: the index is rebuilt whole on every registry change, and a Filter is immutable."""
     op: Literal["=", "!="] = "!=" if "!=" in text else "="
     field, sep, value = text.partition(op)
     field = field.strip()
@@ -193,6 +201,9 @@ class Router:
         self._supervisor = supervisor
         self._interval = refresh_interval
         self._version = -1
+        self._reloading = asyncio.Lock()
+        self._asked = 0
+        self._reloaded_upto = 0
         self._routine: Routine | None = None
         self.index = SubscriptionIndex({}, [], [])
         self.callbacks: dict[str, Callback] = {}
@@ -214,6 +225,20 @@ class Router:
         return self.callbacks.get(callback_id)
 
     async def refresh(self) -> bool:
+        """Reload if the registry changed. One reload at a time, and a caller waiting for the lock
+        skips its own when a reload that began after it asked has run (that one saw its write):
+        a burst of API writes costs two rebuilds, not one per write."""
+        self._asked += 1
+        ticket = self._asked
+        async with self._reloading:
+            if self._reloaded_upto >= ticket:
+                return False
+            upto = self._asked
+            changed = await self._reload()
+            self._reloaded_upto = upto
+            return changed
+
+    async def _reload(self) -> bool:
         version = await self._store.registry_version()
         if version == self._version:
             return False

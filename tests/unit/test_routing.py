@@ -116,7 +116,8 @@ def naive_route(subs: list, callbacks: list, data_event) -> dict[str, tuple]:
     exact = [s for s in subs if data_event.type in s.event_types]
     wildcard = [s for s in subs if f"{data_event.type.split('.')[0]}.*" in s.event_types]
     for s in exact + wildcard:
-        if s.callback_id not in usable or (s.status != "active" and not (s.status == "paused" and s.on_pause == "hold")):
+        held = s.status == "paused" and s.on_pause == "hold"
+        if s.callback_id not in usable or (s.status != "active" and not held):
             continue
         known = routes.get(s.callback_id)
         if known is not None and known[1] is None:
@@ -150,3 +151,44 @@ def test_indexed_routing_matches_testing_every_subscription(specs, definition_ke
     decoded = decode_event(orjson.dumps(data), REF, 100_000)
     routed = index(subs, callbacks).route(decoded, "acct_a")
     assert {r.callback.id: (r.ordering_key, r.held_by) for r in routed} == naive_route(subs, callbacks, decoded)
+
+
+async def test_a_burst_of_refreshes_shares_reloads_and_each_sees_its_write() -> None:
+    """Router.refresh is single-flight: callers during a reload wait for one that starts after them."""
+    import asyncio
+
+    from relay.routing import Router
+
+    class Registry:
+        def __init__(self) -> None:
+            self.version = 0
+            self.loads = 0
+
+        async def registry_version(self) -> int:
+            await asyncio.sleep(0.01)
+            return self.version
+
+        async def list_accounts(self) -> list:
+            self.loads += 1
+            await asyncio.sleep(0.01)
+            return []
+
+        async def list_callbacks(self) -> list:
+            return []
+
+        async def list_subscriptions(self) -> list:
+            return []
+
+    store = Registry()
+    router = Router(store, supervisor=None)  # type: ignore[arg-type]
+
+    async def write_then_refresh(delay: float) -> tuple[int, int]:
+        await asyncio.sleep(delay)  # writes land before, during and after reloads
+        store.version += 1
+        written = store.version
+        await router.refresh()
+        return written, router.version
+
+    seen = await asyncio.gather(*(write_then_refresh(n * 0.002) for n in range(50)))
+    assert all(live >= written for written, live in seen), "every caller's write is live when it returns"
+    assert store.loads <= 15, f"50 refreshes took {store.loads} reloads"
