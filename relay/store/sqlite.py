@@ -36,6 +36,7 @@ class SqliteStore(SqlStore):
     CONSTRAINT_ERRORS = (sqlite3.IntegrityError,)
     # "database is locked", "disk I/O error", "database or disk is full", "unable to open"
     UNAVAILABLE_ERRORS = (sqlite3.OperationalError,)
+    PIPELINED_WRITES = False  # one statement per batch: see insert_values
 
     def __init__(self, path: str | Path, box: SecretBox) -> None:
         super().__init__(box)
