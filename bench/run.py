@@ -221,21 +221,23 @@ class Scenario:
 
     async def latency(self, scale: float) -> dict[str, Any]:
         """Events produced live at 1,000/s, one per POST: event timestamp to receipt."""
+        return await self._live("latency", int(20000 * scale), rate=1000, max_batch=1, timeout=60)
+
+    async def _live(self, name: str, count: int, rate: int, max_batch: int, timeout: float) -> dict[str, Any]:
         receiver = await Receiver(free_port()).start()
-        relay = RelayProcess(self.bootstrap, self.workdir / "latency")
-        count = int(20000 * scale)
+        relay = RelayProcess(self.bootstrap, self.workdir / name)
         try:
             await relay.start()
-            await relay.register([receiver], max_batch=1)
+            await relay.register([receiver], max_batch=max_batch)
             await asyncio.sleep(1.5)
             cpu0, _ = relay.usage()
-            await produce(self.bootstrap, relay.topic, count, 10000, rate=1000)
-            stats = await wait_events([receiver], count, 60)
+            await produce(self.bootstrap, relay.topic, count, 10000, rate=rate)
+            stats = await wait_events([receiver], count, timeout)
             cpu1, rss = relay.usage()
         finally:
             relay.stop()
             receiver.stop()
-        return {"rate_per_s": 1000, **figures(stats, count, cpu1 - cpu0, rss)}
+        return {"rate_per_s": rate, **figures(stats, count, cpu1 - cpu0, rss)}
 
     async def backlog_drain(self, scale: float) -> dict[str, Any]:
         """(6) An endpoint down while 1,000,000 jobs pile up in the store, then it recovers: peak RSS
@@ -326,21 +328,7 @@ class Scenario:
 
     async def latency_batched(self, scale: float) -> dict[str, Any]:
         """Events produced live at 10,000/s, up to 100 per POST: event timestamp to receipt."""
-        receiver = await Receiver(free_port()).start()
-        relay = RelayProcess(self.bootstrap, self.workdir / "latency-batched")
-        count = int(100000 * scale)
-        try:
-            await relay.start()
-            await relay.register([receiver], max_batch=100)
-            await asyncio.sleep(1.5)
-            cpu0, _ = relay.usage()
-            await produce(self.bootstrap, relay.topic, count, 10000, rate=10000)
-            stats = await wait_events([receiver], count, 120)
-            cpu1, rss = relay.usage()
-        finally:
-            relay.stop()
-            receiver.stop()
-        return {"rate_per_s": 10000, **figures(stats, count, cpu1 - cpu0, rss)}
+        return await self._live("latency-batched", int(100000 * scale), rate=10000, max_batch=100, timeout=120)
 
     async def api_under_load(self, scale: float) -> dict[str, Any]:
         """GET /v1/callbacks, every 50 ms, while 200 callbacks x 1,000 events (up to 10 per POST) are
