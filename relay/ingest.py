@@ -212,6 +212,7 @@ class Ingest:
             await self._settle_writer()
 
     async def _hand_to_writer(self, batch: Batch, writes: list[RecordWrite]) -> None:
+        """Start writing this batch once the one before is written and committed."""
         async with self._batch_lock:
             await self._writer_done()  # the previous batch's failure surfaces here: this one is dropped
             batch, writes = self._still_owned(batch, writes)
