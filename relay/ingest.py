@@ -220,10 +220,16 @@ class Ingest:
                 self._writing = asyncio.create_task(self.process(batch, writes), name="ingest-write")
 
     async def _writer_done(self) -> None:
-        """Wait for the batch being written; raise what it raised."""
-        task, self._writing = self._writing, None
-        if task is not None:
+        """Wait for the batch being written; raise what it raised. It stays in hand (the stall
+        watch sees it) until it is done: a store outage while the next batch waits is a stall."""
+        task = self._writing
+        if task is None:
+            return
+        try:
             await task
+        finally:
+            if self._writing is task:
+                self._writing = None
 
     async def _settle_writer(self, *, forget: bool = True) -> None:
         """Wait for the batch being written without raising. The loop forgets it (it rewinds
