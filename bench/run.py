@@ -313,6 +313,7 @@ class Scenario:
             first.stop()
             await produce(self.bootstrap, first.topic, events, 10000)
             await asyncio.gather(*(relay.start() for relay in relays))
+            first.profile(8)
             cpu0 = [relay.usage()[0] for relay in relays]
             [stats] = await wait_events([receiver], events, 600)
             cpu1 = [relay.usage()[0] for relay in relays]
@@ -324,7 +325,7 @@ class Scenario:
         rate = stats["events"] / span
         return {"events_per_s": round(rate), "store_writes_per_s_per_instance": round(rate / count),
                 "cpu_s_per_instance": [round(b - a, 1) for a, b in zip(cpu0, cpu1, strict=True)],
-                "complete": stats["events"] >= events}
+                "delivered": stats["events"], "complete": stats["events"] >= events}
 
     async def latency_batched(self, scale: float) -> dict[str, Any]:
         """Events produced live at 10,000/s, up to 100 per POST: event timestamp to receipt."""

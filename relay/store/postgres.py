@@ -23,6 +23,7 @@ import psycopg
 from psycopg import errors
 
 from relay.crypto import SecretBox
+from relay.store.bulk import ArrayBulk
 from relay.store.migrations import POSTGRES_MIGRATIONS
 from relay.store.sql import Connection, Cursor, SqlStore
 
@@ -63,7 +64,7 @@ class PostgresStore(SqlStore):
     UNAVAILABLE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
     def __init__(self, url: str, box: SecretBox, readers: int = 4) -> None:
-        super().__init__(box)
+        super().__init__(box, ArrayBulk())
         self._url = url
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="pg-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="pg-reader")

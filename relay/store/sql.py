@@ -12,13 +12,13 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Collection, Sequence
-from itertools import chain
 from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 
 from relay.crypto import SecretBox
 from relay.store.base import Conflict, NotFound, PreconditionFailed, RecordRejected, StoreUnavailable
+from relay.store.bulk import Bulk
 from relay.store.models import (
     Account,
     ApiKey,
@@ -39,7 +39,6 @@ from relay.store.sql_ops import SqlOperations, bump_counter
 
 T = TypeVar("T")
 _MAX_PARAMS = 30000
-_ROWS_PER_STATEMENT = 256
 Partitions = Sequence[tuple[str, int]]
 
 
@@ -70,11 +69,10 @@ class SqlStore(SqlOperations, SqlDurableOperations):
     # A uniqueness or reference rule refused a write: the shared SQL turns it into ``Conflict``,
     # the one type callers see, whichever driver raised it.
     CONSTRAINT_ERRORS: tuple[type[BaseException], ...] = ()
-    # Many-row writes as executemany (the driver pipelines them) or as one statement (see insert_values).
-    PIPELINED_WRITES = True
 
-    def __init__(self, box: SecretBox) -> None:
+    def __init__(self, box: SecretBox, bulk: Bulk) -> None:
         self._box = box
+        self._bulk = bulk  # how many-row writes travel (see bulk.py)
 
     async def start(self) -> None:
         """Open connections and apply pending migrations (each store its own way)."""
@@ -82,7 +80,8 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
     def _insert_jobs(self, c: Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
         """Only jobs that did not exist come back, with their ids (``RETURNING``)."""
-        return pending_jobs(insert_returning(c, JOB_INSERT, job_rows(jobs, now), f"{JOB_CONFLICT} {JOB_RETURNING}"))
+        return pending_jobs(self._bulk.insert_returning(c, "jobs", JOB_COLUMNS, job_rows(jobs, now),
+                                                        f"{JOB_CONFLICT} RETURNING {JOB_RETURNED}"))
 
     async def close(self) -> None:
         raise NotImplementedError
@@ -500,10 +499,10 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
         def run(c: Connection) -> list[Job]:
             if events:
-                insert_values(
-                    c,
-                    "INSERT INTO events (id, account_id, type, mid, timestamp_ms, subscriber_key, message_key, "
-                    'body, topic, partition, "offset", received_at, traceparent)',
+                self._bulk.insert(
+                    c, "events",
+                    ("id", "account_id", "type", "mid", "timestamp_ms", "subscriber_key", "message_key", "body",
+                     "topic", "partition", "offset", "received_at", "traceparent"),
                     [
                         (
                             i.event.id, i.account_id, i.event.type, i.event.mid, i.event.timestamp_ms,
@@ -513,18 +512,16 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                         for i in events
                     ],
                     "ON CONFLICT (id) DO NOTHING",
-                    pipelined=self.PIPELINED_WRITES,
                 )
             if quarantined:
-                insert_values(
-                    c,
-                    'INSERT INTO quarantine (topic, partition, "offset", reason, detail, raw, key, at, account_id)',
+                self._bulk.insert(
+                    c, "quarantine",
+                    ("topic", "partition", "offset", "reason", "detail", "raw", "key", "at", "account_id"),
                     [
                         (q.topic, q.partition, q.offset, q.reason, q.detail, q.raw, q.key, q.at, q.account_id)
                         for q in quarantined
                     ],
                     'ON CONFLICT (topic, partition, "offset") DO NOTHING',
-                    pipelined=self.PIPELINED_WRITES,
                 )
             return self._insert_jobs(c, jobs, now)
 
@@ -598,10 +595,10 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         now = time.time()
 
         def run(c: Connection) -> None:
-            insert_values(
-                c,
-                "INSERT INTO attempts (batch_id, callback_id, job_count, at, status, latency_ms, error, "
-                "response_excerpt, outcome)",
+            self._bulk.insert(
+                c, "attempts",
+                ("batch_id", "callback_id", "job_count", "at", "status", "latency_ms", "error", "response_excerpt",
+                 "outcome"),
                 [
                     (
                         r.attempt.batch_id, r.attempt.callback_id, len(r.attempt.job_ids),
@@ -610,7 +607,6 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                     )
                     for r in results
                 ],
-                pipelined=self.PIPELINED_WRITES,
             )
             delivered: list[tuple[int, str]] = []
             retry: list[tuple[int, str, float]] = []
@@ -623,28 +619,23 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                     retry += [(job_id, batch_id, r.next_attempt_at) for job_id in r.attempt.job_ids]
                 else:
                     dead += [(job_id, batch_id) for job_id in r.attempt.job_ids]
-            update_values(c, "v(id, batch_id)", delivered,
-                          "UPDATE jobs SET state = 'delivered', batch_id = v.batch_id, attempts = attempts + 1, "
-                          "finished_at = ? FROM v WHERE jobs.id = v.id", (now,), pipelined=self.PIPELINED_WRITES)
-            update_values(c, "v(id, batch_id, next_attempt_at)", retry,
-                          "UPDATE jobs SET batch_id = v.batch_id, attempts = attempts + 1, "
-                          "next_attempt_at = v.next_attempt_at FROM v WHERE jobs.id = v.id",
-                          pipelined=self.PIPELINED_WRITES)
-            update_values(c, "v(id, batch_id)", dead,
-                          "UPDATE jobs SET state = 'dead', batch_id = v.batch_id, attempts = attempts + 1, "
-                          "finished_at = ? FROM v WHERE jobs.id = v.id", (now,), pipelined=self.PIPELINED_WRITES)
-            insert_values(
-                c,
-                "INSERT INTO deadletters (job_id, batch_id, callback_id, reason, created_at)",
-                [
-                    (job_id, r.attempt.batch_id, r.attempt.callback_id, r.reason, now)
-                    for r in results
-                    if r.outcome == "dead"
-                    for job_id in r.attempt.job_ids
-                ],
+            self._bulk.update(c, "v", ("id", "batch_id"), delivered,
+                              "UPDATE jobs SET state = 'delivered', batch_id = v.batch_id, attempts = attempts + 1, "
+                              "finished_at = ? FROM v WHERE jobs.id = v.id", (now,))
+            self._bulk.update(c, "v", ("id", "batch_id", "next_attempt_at"), retry,
+                              "UPDATE jobs SET batch_id = v.batch_id, attempts = attempts + 1, "
+                              "next_attempt_at = v.next_attempt_at FROM v WHERE jobs.id = v.id")
+            self._bulk.update(c, "v", ("id", "batch_id"), dead,
+                              "UPDATE jobs SET state = 'dead', batch_id = v.batch_id, attempts = attempts + 1, "
+                              "finished_at = ? FROM v WHERE jobs.id = v.id", (now,))
+            # One row per job (the last result wins): one statement may not update a row twice.
+            dead_letters = {job_id: (job_id, r.attempt.batch_id, r.attempt.callback_id, r.reason, now)
+                            for r in results if r.outcome == "dead" for job_id in r.attempt.job_ids}
+            self._bulk.insert(
+                c, "deadletters", ("job_id", "batch_id", "callback_id", "reason", "created_at"),
+                list(dead_letters.values()),
                 "ON CONFLICT (job_id) DO UPDATE SET batch_id = excluded.batch_id, reason = excluded.reason, "
                 "created_at = excluded.created_at",
-                pipelined=self.PIPELINED_WRITES,
             )
 
         await self._write(run)
@@ -718,72 +709,11 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
-def insert_values(c: Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = "", *,
-                  pipelined: bool = False) -> int:
-    """Many rows: ``INSERT … VALUES (…), (…)`` in as few statements as the parameter limit allows,
-    returning the number of rows written — or, ``pipelined``, one single-row statement per row
-    through ``executemany`` (returning 0: the driver does not count).
-
-    SQLite wants the first: its driver releases the GIL for every row it steps and must take it
-    back after, and while the event loop is busy each retake can wait a whole switch interval
-    (5 ms) — measured, 2,000 rows through executemany took 3.8 ms each, as one statement 24 µs.
-    psycopg wants the second: it pipelines executemany, and binding one statement with 26,000
-    parameters cost it more client CPU (persist 112 vs 67 µs of CPU per event, measured)."""
-    if pipelined:
-        if rows:
-            c.executemany(f"{head} VALUES ({_marks(len(rows[0]))}) {tail}", rows)
-        return 0
-    return sum(c.execute(sql, params).rowcount for sql, params in _values(head, rows, tail))
-
-
-def insert_returning(c: Connection, head: str, rows: Sequence[Sequence[Any]], tail: str) -> list[Any]:
-    """insert_values with ``RETURNING`` in ``tail``: the returned rows (each one more step)."""
-    return [row for sql, params in _values(head, rows, tail) for row in c.execute(sql, params).fetchall()]
-
-
-def _values(head: str, rows: Sequence[Sequence[Any]], tail: str) -> list[tuple[str, list[Any]]]:
-    width = len(rows[0]) if rows else 1
-    one = f"({_marks(width)})"
-    return [(f"{head} VALUES {','.join([one] * len(part))} {tail}", list(chain.from_iterable(part)))
-            for part in _parts(rows, width)]
-
-
-def _parts(rows: Sequence[Sequence[Any]], width: int) -> list[Sequence[Sequence[Any]]]:
-    """Rows in parts of ``_ROWS_PER_STATEMENT``, the rest in descending powers of two: a few
-    statement shapes per table, so the driver's statement cache reuses them. Any row count as its
-    own shape filled that cache with large prepared statements (+35 MB of peak RSS, measured)."""
-    largest = max(1, min(_ROWS_PER_STATEMENT, _MAX_PARAMS // width))
-    parts: list[Sequence[Sequence[Any]]] = []
-    start = 0
-    while start < len(rows):
-        size = largest
-        while size > len(rows) - start:
-            size //= 2
-        parts.append(rows[start:start + size])
-        start += size
-    return parts
-
-
-def update_values(c: Connection, columns: str, rows: Sequence[Sequence[Any]], update: str,
-                  params: Sequence[Any] = (), *, pipelined: bool = False) -> None:
-    """``WITH v(…) AS (VALUES …) UPDATE … FROM v``: one statement for many rows, or one per row
-    through ``executemany`` when ``pipelined`` (see insert_values)."""
-    if not rows:
-        return
-    width = len(rows[0])
-    one = f"({_marks(width)})"
-    if pipelined:
-        c.executemany(f"WITH {columns} AS (VALUES {one}) {update}", [[*row, *params] for row in rows])
-        return
-    for part in _parts(rows, width):
-        c.execute(f"WITH {columns} AS (VALUES {','.join([one] * len(part))}) {update}",
-                  [*chain.from_iterable(part), *params])
-
-
-JOB_INSERT = ("INSERT INTO jobs (event_id, callback_id, ordering_key, topic, partition, next_attempt_at, "
-               "created_at, state, held_by)")
+JOB_COLUMNS = ("event_id", "callback_id", "ordering_key", "topic", "partition", "next_attempt_at", "created_at",
+               "state", "held_by")
 JOB_CONFLICT = "ON CONFLICT (event_id, callback_id) DO NOTHING"
-JOB_RETURNING = "RETURNING id, event_id, callback_id, ordering_key, created_at, state, topic, partition"
+# What pending_jobs reads back: by RETURNING, or by a SELECT where RETURNING is too costly.
+JOB_RETURNED = "id, event_id, callback_id, ordering_key, created_at, state, topic, partition"
 
 
 def job_rows(jobs: Sequence[NewJob], now: float) -> list[tuple[Any, ...]]:
@@ -792,7 +722,7 @@ def job_rows(jobs: Sequence[NewJob], now: float) -> list[tuple[Any, ...]]:
 
 
 def pending_jobs(rows: Sequence[Any]) -> list[Job]:
-    """Jobs from ``JOB_RETURNING`` rows: the pending ones (held jobs wait for a resume), by id."""
+    """Jobs from ``JOB_RETURNED`` rows: the pending ones (held jobs wait for a resume), by id."""
     jobs = [Job(r[0], r[1], r[2], r[3], b"", r[4], 0, r[4], topic=r[6], partition=r[7])
             for r in rows if r[5] == "pending"]
     jobs.sort(key=lambda j: j.id)

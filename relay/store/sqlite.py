@@ -15,18 +15,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from relay.crypto import SecretBox
+from relay.store.bulk import ValuesBulk
 from relay.store.migrations import SQLITE_MIGRATIONS
 from relay.store.models import Job, NewJob
-from relay.store.sql import (
-    JOB_CONFLICT,
-    JOB_INSERT,
-    JOB_RETURNING,
-    Connection,
-    SqlStore,
-    insert_values,
-    job_rows,
-    pending_jobs,
-)
+from relay.store.sql import JOB_COLUMNS, JOB_CONFLICT, JOB_RETURNED, Connection, SqlStore, job_rows, pending_jobs
 
 T = TypeVar("T")
 
@@ -36,10 +28,9 @@ class SqliteStore(SqlStore):
     CONSTRAINT_ERRORS = (sqlite3.IntegrityError,)
     # "database is locked", "disk I/O error", "database or disk is full", "unable to open"
     UNAVAILABLE_ERRORS = (sqlite3.OperationalError,)
-    PIPELINED_WRITES = False  # one statement per batch: see insert_values
 
     def __init__(self, path: str | Path, box: SecretBox) -> None:
-        super().__init__(box)
+        super().__init__(box, ValuesBulk())
         self._path = str(path)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
@@ -84,11 +75,11 @@ class SqliteStore(SqlStore):
         if not jobs:
             return []
         before = _jobs_sequence(c)
-        written = insert_values(c, JOB_INSERT, job_rows(jobs, now), JOB_CONFLICT)
+        written = self._bulk.insert(c, "jobs", JOB_COLUMNS, job_rows(jobs, now), JOB_CONFLICT)
         after = _jobs_sequence(c)
         if written != len(jobs) or after - before != written:
             return pending_jobs(c.execute(
-                f"SELECT {JOB_RETURNING.removeprefix('RETURNING ')} FROM jobs WHERE id > ?", (before,)
+                f"SELECT {JOB_RETURNED} FROM jobs WHERE id > ?", (before,)
             ).fetchall())
         return [Job(job_id, job.event_id, job.callback_id, job.ordering_key, b"", now, 0, now, topic=job.topic,
                     partition=job.partition)
