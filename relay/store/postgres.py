@@ -22,11 +22,12 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors
+from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from relay.crypto import SecretBox
 from relay.store.bridge import await_, run_sync
-from relay.store.bulk import ArrayBulk
+from relay.store.bulk import ArrayBulk, BinaryArray
 from relay.store.migrations import POSTGRES_MIGRATIONS
 from relay.store.sql import Connection, Cursor, SqlStore
 
@@ -103,7 +104,7 @@ class PostgresStore(SqlStore):
         super().__init__(box, ArrayBulk())
         self._pool = AsyncConnectionPool(
             url, min_size=1, max_size=readers + 1, open=False, timeout=_CONNECT_TIMEOUT,
-            kwargs={"autocommit": True, "application_name": "relay"})
+            kwargs={"autocommit": True, "application_name": "relay"}, configure=_configure)
         self._writing = asyncio.Lock()  # one write transaction at a time, in arrival order
 
     async def start(self) -> None:
@@ -145,6 +146,15 @@ class PostgresStore(SqlStore):
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         async with self._pool.connection() as conn:
             return await run_sync(fn, _Adapter(conn))
+
+
+def configure_adapters(adapters: psycopg.adapt.AdaptersMap) -> None:
+    """Bulk columns (``BinaryArray``) travel as binary arrays, whatever the placeholder asks."""
+    adapters.register_dumper(BinaryArray, ListBinaryDumper)
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    configure_adapters(conn.adapters)
 
 
 async def _rollback(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from relay.crypto import SecretBox
 from relay.store.bulk import ArrayBulk, Bulk, ValuesBulk
-from relay.store.postgres import PostgresStore
+from relay.store.postgres import PostgresStore, configure_adapters
 from relay.store.sql import JOB_COLUMNS, JOB_CONFLICT, JOB_RETURNED
 from relay.store.sqlite import SqliteStore
 from tests.helpers import postgres as pg_helpers
@@ -59,6 +59,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[Bul
     asyncio.run(migrate())
     lite = sqlite3.connect(path, isolation_level=None)
     pg = psycopg.connect(url, autocommit=True)
+    configure_adapters(pg.adapters)  # as the store's pool configures its connections
     yield [(ValuesBulk(), lite), (ArrayBulk(), PsycopgConnection(pg))]
     lite.close()
     pg.close()
