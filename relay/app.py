@@ -45,8 +45,10 @@ INPUT_TOPIC_PARTITIONS = 6
 
 class Relay:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time,
-                 resolver: AbstractResolver | None = None, telemetry: Telemetry | None = None) -> None:
+                 resolver: AbstractResolver | None = None, telemetry: Telemetry | None = None,
+                 serve_api: bool = True) -> None:
         self.settings = settings
+        self._serve_api = serve_api  # false in the second and later of `relay serve --workers N`
         self._clock = clock
         self._resolver = resolver  # DNS for callback URLs (registration and connect); tests inject one
         self._runner: web.AppRunner | None = None
@@ -58,9 +60,10 @@ class Relay:
     async def start(self) -> None:
         s = self.settings
         METRICS.per_callback = s.metrics_per_callback
-        check_free(s.api_host_port, "RELAY_API_LISTEN")
-        if s.metrics_host_port is not None:
-            check_free(s.metrics_host_port, "RELAY_METRICS_LISTEN")
+        if self._serve_api:
+            check_free(s.api_host_port, "RELAY_API_LISTEN")
+            if s.metrics_host_port is not None:
+                check_free(s.metrics_host_port, "RELAY_METRICS_LISTEN")
         Path(s.data_dir).mkdir(parents=True, exist_ok=True)
         box = SecretBox(load_master_key(s.master_key, s.data_dir))
         self.store = open_store(s.resolved_store_url, box)
@@ -114,9 +117,11 @@ class Relay:
                          in_flight=self._in_flight,
                          operations=self.operations, sender=self.sender)
         # Long-lived streams (the activity stream) must not hold a shutdown for long.
-        self._runner = await serve_app(build_api(ctx), s.api_host_port, "RELAY_API_LISTEN")
-        if s.metrics_host_port is not None:
-            self._metrics_runner = await serve_app(build_metrics_app(), s.metrics_host_port, "RELAY_METRICS_LISTEN")
+        if self._serve_api:
+            self._runner = await serve_app(build_api(ctx), s.api_host_port, "RELAY_API_LISTEN")
+            if s.metrics_host_port is not None:
+                self._metrics_runner = await serve_app(build_metrics_app(), s.metrics_host_port,
+                                                       "RELAY_METRICS_LISTEN")
 
         self._retention = self.supervisor.every("retention", s.retention_interval, self._purge)
         self._gauges = self.supervisor.every("gauges", 2.0, self._refresh_gauges)
@@ -149,11 +154,11 @@ class Relay:
         self._stopped.set()
 
     async def run_until_signalled(self) -> None:
-        await self.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before start: a signal while starting stops cleanly
             loop.add_signal_handler(sig, stop.set)
+        await self.start()
         await stop.wait()
         await self.stop()
 

@@ -41,14 +41,22 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file.")
-def serve(config: str | None) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Relay processes sharing the work (default: the workers setting, 1).")
+@click.option("--worker-index", type=click.IntRange(min=0), default=None, hidden=True)
+def serve(config: str | None, workers: int | None, worker_index: int | None) -> None:
     """Run the relay: consume, route, deliver, and serve the API."""
     from relay.app import Relay
 
     settings = _settings(config)
     configure_logging(settings.log_level, settings.log_format)
+    count = workers or settings.workers
+    if count > 1:
+        from relay.workers import Workers
+
+        sys.exit(Workers(settings, count, config).run())
     try:
-        _run(Relay(settings).run_until_signalled())
+        _run(Relay(settings, serve_api=not worker_index).run_until_signalled())
     except ConfigError as exc:
         click.echo(f"relay: configuration error: {exc}", err=True)
         sys.exit(2)

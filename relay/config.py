@@ -185,6 +185,9 @@ class Settings:
     ingest_stall_seconds: float = setting(60.0, _seconds,
         "Ingest that has records to read but has not committed for this long is a stall: /readyz "
         "turns unready and relay.ops says so.")
+    workers: int = setting(1, _positive_int,
+        "Relay processes on this machine (`relay serve --workers N`): each a consumer-group member on the "
+        "same store, Kafka assigning the partitions; the first serves the API and /metrics.")
     data_dir: str = setting("./.relay", _str, "Data directory: SQLite store, generated master key, local Kafka.")
     store_url: str = setting("", _optional_store_url, "Store location; empty means sqlite:///<data_dir>/relay.db.")
     api_listen: str = setting("127.0.0.1:8080", _host_port, "Address of the REST API, dashboard and /metrics.")

@@ -1,4 +1,8 @@
-"""Prometheus metrics, defined once. Label sets stay small: callback ids, never event ids."""
+"""Prometheus metrics, defined once. Label sets stay small: callback ids, never event ids.
+
+Under ``relay serve --workers N`` every worker writes its metrics to Prometheus' multiprocess files
+and the first worker's ``/metrics`` reads them all: counters and histograms add up, and each gauge
+says how its workers' values combine (``multiprocess_mode``; ignored in a single process)."""
 
 from __future__ import annotations
 
@@ -52,36 +56,38 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.circuit_open = Gauge(
             "relay_circuit_open", "1 while a callback's circuit is open (callback_id=\"all\": how many are open).",
-            ["callback_id"], registry=r)
+            ["callback_id"], multiprocess_mode="livemax", registry=r)
         self.callbacks_disabled = Counter(
             "relay_callbacks_disabled_total", "Callbacks disabled by the relay.", registry=r)
         self.queue_depth = Gauge(
             "relay_lane_queue_depth", "Pending jobs held in memory per callback (more may wait in the store).",
-            ["callback_id"], registry=r)
+            ["callback_id"], multiprocess_mode="livesum", registry=r)
         self.in_flight = Gauge(
-            "relay_in_flight_requests", "POSTs in flight per callback.", ["callback_id"], registry=r)
+            "relay_in_flight_requests", "POSTs in flight per callback.", ["callback_id"],
+            multiprocess_mode="livesum", registry=r)
         self.concurrency_limit = Gauge(
             "relay_concurrency_limit", "POSTs a callback may have in flight now: adapts to its answers "
-            "(callback_id=\"all\": the sum).", ["callback_id"], registry=r)
+            "(callback_id=\"all\": the sum).", ["callback_id"], multiprocess_mode="livesum", registry=r)
         self.consumer_lag = Gauge(
             "relay_consumer_lag", "Records behind the partition's high watermark.",
-            ["topic", "partition"], registry=r)
+            ["topic", "partition"], multiprocess_mode="livesum", registry=r)
         self.ingest_errors = Counter(
             "relay_ingest_errors_total",
             "Ingest failures by kind: store_unavailable (retried), store_rejected (batch split, "
             "records quarantined), broker (batch read again), unexpected.", ["kind"], registry=r)
         self.ingest_last_commit = Gauge(
             "relay_ingest_last_commit_timestamp_seconds", "When ingest last committed offsets (unix time).",
-            registry=r)
+            multiprocess_mode="livemin", registry=r)
         self.ingest_stalled = Gauge(
             "relay_ingest_stalled", "1 while ingest has records to read but has not committed for "
-            "ingest_stall_seconds.", registry=r)
+            "ingest_stall_seconds.", multiprocess_mode="livemax", registry=r)
         self.quarantine_unpublished = Gauge(
             "relay_quarantine_unpublished",
             "Quarantine rows waiting to be published to the quarantine topic (counted up to 200).",
-            registry=r)
+            multiprocess_mode="livemax", registry=r)
         self.dead_letters_stored = Gauge(
-            "relay_dead_letters_stored", "Dead letters currently in the store.", registry=r)
+            "relay_dead_letters_stored", "Dead letters currently in the store.",
+            multiprocess_mode="livemax", registry=r)
         self.throttled = Counter(
             "relay_throttled_seconds_total", "Time lanes held sends back for a callback's rate limit or a "
             "429's Retry-After (summed over lanes and instances).", ["callback_id"], registry=r)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from relay.api.context import context
 from relay.api.errors import json_response
@@ -39,5 +40,14 @@ metrics_routes = web.RouteTableDef()
 
 @metrics_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(METRICS.registry),
-                        headers={"content-type": CONTENT_TYPE_LATEST})
+    return web.Response(body=generate_latest(_registry()), headers={"content-type": CONTENT_TYPE_LATEST})
+
+
+def _registry() -> CollectorRegistry:
+    """This process's metrics, or under ``relay serve --workers N`` every worker's (counters and
+    histograms summed, gauges combined as each declares), from the files Prometheus' multiprocess mode keeps."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return METRICS.registry
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry

@@ -44,16 +44,18 @@ class SqliteStore(SqlStore):
         return cls(path, box)
 
     async def start(self) -> None:
+        # Owner-only: the file holds sealed secrets, hashed keys and every event. SQLite gives the
+        # -wal and -shm files the database file's mode. Created here, before any connection: closing
+        # any descriptor of the file drops every POSIX lock this process holds on it, SQLite's
+        # included, and another process (`relay serve --workers N`) could then write beside ours.
+        os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self._path, 0o600)
         loop = asyncio.get_running_loop()
         self._write_conn = await loop.run_in_executor(self._writer, self._connect)
         await self._write(_migrate)
         self._read_conn = await loop.run_in_executor(self._reader, self._connect)
 
     def _connect(self) -> sqlite3.Connection:
-        # Owner-only: the file holds sealed secrets, hashed keys and every event. SQLite gives the
-        # -wal and -shm files the database file's mode.
-        os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(self._path, 0o600)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
