@@ -44,6 +44,15 @@ def proc_usage(pid: int) -> tuple[float, int]:
     return cpu, peak
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    return [pid, *(p for child in children for p in process_tree(int(child)))]
+
+
 @dataclass
 class Receiver:
     port: int
@@ -150,8 +159,10 @@ class RelayProcess:
         await wait_http(f"http://{self.api}/readyz", 60)
 
     def usage(self) -> tuple[float, int]:
+        """CPU seconds and peak RSS of the relay: with ``workers``, its parent and workers summed."""
         assert self.proc is not None
-        return proc_usage(self.proc.pid)
+        usages = [proc_usage(pid) for pid in process_tree(self.proc.pid)]
+        return sum(cpu for cpu, _ in usages), sum(rss for _, rss in usages)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

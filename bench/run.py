@@ -34,7 +34,7 @@ from bench.plot import plot_curve, plot_latencies, plot_rss
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("compare", "single", "batched", "batched_1000", "fanout", "isolation", "retry_storm",
              "backlog_drain", "ordering", "latency", "latency_batched", "api_under_load", "dashboards", "instances",
-             "cost_callbacks", "cost_subscriptions", "cost_body", "cost_backlog")
+             "workers", "cost_callbacks", "cost_subscriptions", "cost_body", "cost_backlog")
 PG_SH = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "pg.sh"
 # The issue's targets for this 2-core machine: (figure, comparison, goal).
 TARGETS: dict[str, list[tuple[str, str, float]]] = {
@@ -166,6 +166,19 @@ class Scenario:
     async def batched_1000(self, scale: float) -> dict[str, Any]:
         """(2b) Up to 1,000 events per POST, beside the bare bridge on the same backlog."""
         return await self._beside_bridge("batched1000", int(300000 * scale), max_batch=1000)
+
+    async def workers(self, scale: float) -> dict[str, Any]:
+        """``relay serve --workers N`` on SQLite: the batched drain (up to 100 per POST) with one
+        worker, then two, beside the bare bridge; CPU and RSS are the whole process tree's."""
+        events = int(300000 * scale)
+        results = {"one": await self.throughput("workers-1", events, max_batch=100),
+                   "two": await self.throughput("workers-2", events, max_batch=100, workers=2)}
+        bridge = await self.bridge_rate(events, 100)
+        keep = ("events_per_s", "p99_ms", "cpu_s_per_1000_events", "peak_rss_mb", "duplicates", "order_violations")
+        flat = {f"{name}_{key}": run.get(key) for name, run in results.items() for key in keep}
+        return {**flat, "two_over_one": round(results["two"]["events_per_s"] / results["one"]["events_per_s"], 3),
+                "bridge_events_per_s": bridge,
+                "two_ratio_to_bridge": round(results["two"]["events_per_s"] / bridge, 3)}
 
     async def _beside_bridge(self, name: str, events: int, max_batch: int) -> dict[str, Any]:
         relay = await self.throughput(name, events, max_batch=max_batch)
