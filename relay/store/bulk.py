@@ -163,5 +163,8 @@ def _typed(arrays: list[list[Any]], types: Sequence[str]) -> list[BinaryArray]:
 
 
 def _python_type(values: Sequence[Any]) -> str:
-    first = next((value for value in values if value is not None), "")
-    return _PYTHON_TYPES[type(first)]
+    """The array type for a column of Python values: a float among ints makes them all floats."""
+    kinds = {type(value) for value in values if value is not None}
+    if float in kinds:
+        return "double precision"
+    return _PYTHON_TYPES[kinds.pop() if kinds else str]

@@ -82,10 +82,11 @@ def _normal(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(first=job_rows, second=job_rows, attempts=attempt_rows, batch=texts)
+@given(first=job_rows, second=job_rows, attempts=attempt_rows, batch=texts,
+       dues=st.lists(numbers, min_size=80, max_size=80))
 def test_values_and_arrays_write_the_same_rows(engines: list[tuple[Bulk, Any]], first: list[tuple[Any, ...]],
                                                second: list[tuple[Any, ...]], attempts: list[tuple[Any, ...]],
-                                               batch: str) -> None:
+                                               batch: str, dues: list[int | float]) -> None:
     tag = f"r{next(_round)}-"  # each example its own event ids, in tables shared by all examples
     first = [(tag + row[0], *row[1:]) for row in first]
     second = [(tag + row[0], *row[1:]) for row in second]
@@ -93,9 +94,12 @@ def test_values_and_arrays_write_the_same_rows(engines: list[tuple[Bulk, Any]], 
     for bulk, c in engines:
         returned = bulk.insert_returning(c, "jobs", JOB_COLUMNS, first, f"{JOB_CONFLICT} RETURNING {JOB_RETURNED}")
         written = bulk.insert(c, "jobs", JOB_COLUMNS, second, JOB_CONFLICT)
-        ids = [row[0] for row in c.execute("SELECT id FROM jobs WHERE event_id LIKE ?", (tag + "%",)).fetchall()]
-        bulk.update(c, "v", ("id", "batch_id"), [(job_id, batch) for job_id in ids],
-                    "UPDATE jobs SET batch_id = v.batch_id, attempts = attempts + ? FROM v WHERE jobs.id = v.id", (2,))
+        jobs = sorted(c.execute("SELECT event_id, callback_id, id FROM jobs WHERE event_id LIKE ?",
+                                (tag + "%",)).fetchall())  # sorted here: both engines give each job the same due
+        bulk.update(c, "v", ("id", "batch_id", "at"),
+                    [(job[2], batch, due) for job, due in zip(jobs, dues, strict=False)],
+                    "UPDATE jobs SET batch_id = v.batch_id, next_attempt_at = v.at, attempts = attempts + ? "
+                    "FROM v WHERE jobs.id = v.id", (2,))
         bulk.insert(c, "attempts", ATTEMPT_COLUMNS, [(tag + row[0], *row[1:]) for row in attempts])
         stored = c.execute("SELECT event_id, callback_id, ordering_key, topic, partition, next_attempt_at, "
                            "created_at, state, held_by, batch_id, attempts FROM jobs WHERE event_id LIKE ?",
