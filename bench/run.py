@@ -243,6 +243,7 @@ class Scenario:
             await relay.start()
             await relay.register([receiver], max_batch=max_batch)
             await asyncio.sleep(1.5)
+            relay.profile(8)
             cpu0, _ = relay.usage()
             await produce(self.bootstrap, relay.topic, count, 10000, rate=rate)
             stats = await wait_events([receiver], count, timeout)

@@ -97,15 +97,17 @@ class Handshake:
             log.info("cloudevents_validation_refused", callback_id=callback.id, status=status, error=error,
                      allowed_origin=allowed or None)
             return False
-        await self._store.mark_verified(callback.id)
-        log.info("callback_verified", callback_id=callback.id, proof="cloudevents validation")
+        # The allowed rate first: nothing is delivered before the callback is verified, so nothing
+        # goes out faster than the endpoint allows.
         rate = headers.get("webhook-allowed-rate", "")
         if rate.isdigit() and int(rate) > 0:
             limited = replace(callback, options=replace(callback.options, rate_requests=int(rate) / 60))
             try:
-                await self._store.update_callback(limited, ["options"], expected_version=callback.version + 1)
+                await self._store.update_callback(limited, ["options"], expected_version=callback.version)
             except PreconditionFailed:
                 log.info("allowed_rate_not_applied", callback_id=callback.id, reason="the callback changed meanwhile")
+        await self._store.mark_verified(callback.id)
+        log.info("callback_verified", callback_id=callback.id, proof="cloudevents validation")
         return True
 
 
