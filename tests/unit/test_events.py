@@ -188,7 +188,7 @@ import base64  # noqa: E402
 import fastjsonschema  # noqa: E402
 import msgspec  # noqa: E402
 import orjson  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from relay.events import _event_validator, _EventShape, base32_lower  # noqa: E402
@@ -224,7 +224,7 @@ def _near_events(draw: st.DrawFn) -> dict:
     return event
 
 
-@settings(max_examples=800)
+@settings(max_examples=800, suppress_health_check=[HealthCheck.too_slow])  # a cold first draw takes a second
 @given(_near_events())
 def test_what_the_fast_shape_accepts_the_schema_accepts(event: dict) -> None:
     try:
