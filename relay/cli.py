@@ -51,11 +51,11 @@ def serve(config: str | None, workers: int | None, worker_index: int | None) -> 
     settings = _settings(config)
     configure_logging(settings.log_level, settings.log_format)
     count = workers or settings.workers
-    if count > 1:
-        from relay.workers import Workers
-
-        sys.exit(Workers(settings, count, config).run())
     try:
+        if count > 1:
+            from relay.workers import Workers
+
+            sys.exit(Workers(settings, count, config).run())
         _run(Relay(settings, serve_api=not worker_index).run_until_signalled())
     except ConfigError as exc:
         click.echo(f"relay: configuration error: {exc}", err=True)
