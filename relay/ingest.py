@@ -316,6 +316,15 @@ class Ingest:
         persisted.set_result(None)
         stored = time.perf_counter()
         quarantined = [w.quarantine for w in writes if w.quarantine is not None]
+        # Counted once persisted: a later batch's commit may cover these offsets before this task
+        # gets back from waiting for it, and a record read again is counted again.
+        events = [w.event.event for w in writes if w.event is not None]
+        METRICS.records_consumed.inc(len(writes))
+        METRICS.records_quarantined.inc(len(quarantined))
+        METRICS.events_unrouted.inc(sum(1 for w in writes if w.event is None and w.quarantine is None))
+        METRICS.jobs_created.inc(new_jobs)
+        for event_type, n in Counter(event.type for event in events).items():
+            METRICS.events_by_type.labels(event_type).inc(n)
         if quarantined:
             self.outbox.wake()
             for q in quarantined:
@@ -329,17 +338,9 @@ class Ingest:
         if offsets:
             await self._commit(offsets)
 
-        events = [w.event.event for w in writes if w.event is not None]
-        count = len(writes)
-        log.debug("batch_persisted", records=count, events=len(events), jobs=new_jobs,
-                  quarantined=len(quarantined), persist_ms=round((stored - started) * 1000, 2),
+        log.debug("batch_persisted", records=len(writes), jobs=new_jobs, quarantined=len(quarantined),
+                  persist_ms=round((stored - started) * 1000, 2),
                   commit_ms=round((time.perf_counter() - stored) * 1000, 2))
-        METRICS.records_consumed.inc(count)
-        METRICS.records_quarantined.inc(len(quarantined))
-        METRICS.events_unrouted.inc(sum(1 for w in writes if w.event is None and w.quarantine is None))
-        METRICS.jobs_created.inc(new_jobs)
-        for event_type, n in Counter(event.type for event in events).items():
-            METRICS.events_by_type.labels(event_type).inc(n)
 
     async def _plan(self, batch: Batch) -> list[RecordWrite]:
         """Decode and route every record: what each one will write. Yields to the event loop every
