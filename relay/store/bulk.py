@@ -50,7 +50,8 @@ def _names(columns: Sequence[str]) -> str:
     return ", ".join(f'"{column}"' for column in columns)
 
 
-def _marks(count: int) -> str:
+def marks(count: int) -> str:
+    """``count`` comma-separated ``?`` placeholders."""
     return ",".join("?" * count)
 
 
@@ -68,14 +69,14 @@ class ValuesBulk:
 
     def update(self, c: Connection, alias: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                update: str, params: Sequence[Any] = ()) -> None:
-        one = f"({_marks(len(columns))})"
+        one = f"({marks(len(columns))})"
         for part in _parts(rows, len(columns)):
             c.execute(f"WITH {alias}({_names(columns)}) AS (VALUES {','.join([one] * len(part))}) {update}",
                       [*chain.from_iterable(part), *params])
 
     def _statements(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                     tail: str) -> list[tuple[str, list[Any]]]:
-        one = f"({_marks(len(columns))})"
+        one = f"({marks(len(columns))})"
         head = f"INSERT INTO {table} ({_names(columns)}) VALUES"
         return [(f"{head} {','.join([one] * len(part))} {tail}", list(chain.from_iterable(part)))
                 for part in _parts(rows, len(columns))]

@@ -18,7 +18,7 @@ import orjson
 
 from relay.crypto import SecretBox
 from relay.store.base import Conflict, NotFound, PreconditionFailed, RecordRejected, StoreUnavailable
-from relay.store.bulk import Bulk
+from relay.store.bulk import Bulk, marks
 from relay.store.models import (
     Account,
     ApiKey,
@@ -315,7 +315,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         def run(c: Connection) -> None:
             for start in range(0, len(job_ids), _MAX_PARAMS):
                 part = job_ids[start:start + _MAX_PARAMS]
-                c.execute(f"UPDATE jobs SET batch_id = ? WHERE id IN ({_marks(len(part))})", (batch_id, *part))
+                c.execute(f"UPDATE jobs SET batch_id = ? WHERE id IN ({marks(len(part))})", (batch_id, *part))
 
         await self._write(run)
 
@@ -703,10 +703,6 @@ def _owned(prefix: str, partitions: Partitions | None) -> tuple[str, tuple[Any, 
 
 def _bump_version(c: Connection) -> None:
     bump_counter(c, "registry_version")
-
-
-def _marks(count: int) -> str:
-    return ",".join("?" * count)
 
 
 JOB_COLUMNS = ("event_id", "callback_id", "ordering_key", "topic", "partition", "next_attempt_at", "created_at",
