@@ -7,6 +7,7 @@ nothing is consumed before there is somewhere to put it; stop order is the rever
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import Callable
@@ -41,6 +42,14 @@ from relay.topics import ensure_topics
 log = structlog.get_logger("relay.app")
 
 INPUT_TOPIC_PARTITIONS = 6
+
+
+def _freeze_startup_heap() -> None:
+    """Take what imports and start-up built out of the collector's view. Every full collection
+    walks all tracked objects, and with these ~70,000 it paused the event loop for 40-50 ms:
+    the largest term of the live p99. What is left to scan is what the relay makes while running."""
+    gc.collect()
+    gc.freeze()
 
 
 class Relay:
@@ -159,6 +168,7 @@ class Relay:
         for sig in (signal.SIGTERM, signal.SIGINT):  # before start: a signal while starting stops cleanly
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        _freeze_startup_heap()
         await stop.wait()
         await self.stop()
 
