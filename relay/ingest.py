@@ -53,7 +53,7 @@ _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
 
 Batch = dict[TopicPartition, list[ConsumerRecord]]
 _PLAN_SLICE = 256  # records planned between two yields to the loop (~5 ms)
-_MAX_UNFINISHED = 8  # written batches waiting for their offsets to commit
+_MAX_UNCOMMITTED = 8  # persisted batches whose offsets no commit has taken yet
 
 
 class IngestStopped(Exception):
@@ -105,7 +105,8 @@ class Ingest:
         self._writing: asyncio.Task[None] | None = None
         self._persisted: asyncio.Future[None] | None = None  # done once ``_writing``'s batch is in the store
         self._uncommitted: dict[TopicPartition, int] = {}  # offsets persisted, not yet committed
-        self._unfinished: list[asyncio.Task[None]] = []  # written batches whose commit is not done
+        self._uncommitted_batches = 0  # how many batches ``_uncommitted`` covers
+        self._commit_taken: asyncio.Future[None] | None = None  # done when a commit takes ``_uncommitted``
         self._last_error: str | None = None
 
     async def start(self) -> None:
@@ -221,16 +222,14 @@ class Ingest:
         commit too would put a broker round trip (8 ms here) into every batch's cycle."""
         async with self._batch_lock:
             await self._previous_persisted()  # the previous batch's failure surfaces here: this one is dropped
-            self._unfinished = [task for task in self._unfinished if not task.done()]
-            if len(self._unfinished) >= _MAX_UNFINISHED:  # a slow broker holds back ingest, not memory
-                await asyncio.wait({self._unfinished[0]})
+            while self._uncommitted_batches >= _MAX_UNCOMMITTED and self._writing is not None:
+                await self._commit_progress()  # a slow broker holds back ingest, not memory
             batch, writes = self._still_owned(batch, writes)
             if batch:
                 persisted = asyncio.get_running_loop().create_future()
                 self._writing = asyncio.create_task(self.process(batch, writes, persisted, self._writing),
                                                     name="ingest-write")
                 self._persisted = persisted
-                self._unfinished.append(self._writing)
 
     async def _previous_persisted(self) -> None:
         """Wait until the batch being written is in the store, or done; raise what it raised."""
@@ -238,6 +237,17 @@ class Ingest:
         if task is None or persisted is None:
             return
         await asyncio.wait({task, persisted}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            await self._writer_done()
+
+    async def _commit_progress(self) -> None:
+        """Wait until a commit takes the offsets waiting for one, or the batch in hand ends (its
+        failure surfaces). Not until the oldest waiting batch is done: its commit covers the later
+        ones too, and waiting for it would let in one batch per commit, pacing ingest to commits."""
+        task = self._writing
+        assert task is not None
+        taken = self._commit_taken = asyncio.get_running_loop().create_future()
+        await asyncio.wait({task, taken}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             await self._writer_done()
 
@@ -313,6 +323,7 @@ class Ingest:
         for tp, records in batch.items():
             if records:
                 self._uncommitted[tp] = records[-1].offset + 1
+        self._uncommitted_batches += 1
         persisted.set_result(None)
         stored = time.perf_counter()
         quarantined = [w.quarantine for w in writes if w.quarantine is not None]
@@ -334,7 +345,9 @@ class Ingest:
             await previous
         # Everything persisted so far, later batches' offsets included: under load one commit covers
         # several batches, so commits never queue up behind one another.
-        offsets, self._uncommitted = self._uncommitted, {}
+        offsets, self._uncommitted, self._uncommitted_batches = self._uncommitted, {}, 0
+        if self._commit_taken is not None and not self._commit_taken.done():
+            self._commit_taken.set_result(None)
         if offsets:
             await self._commit(offsets)
 
