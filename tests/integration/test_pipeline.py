@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import orjson
@@ -12,6 +13,7 @@ from relay.samples import sample_event
 from relay.verify import verify
 from tests.helpers.harness import RelayHarness, settings_for
 from tests.helpers.kafka import KafkaBroker, produce, read_topic
+from tests.helpers.polling import eventually
 from tests.helpers.receiver import RecordingReceiver
 
 pytestmark = pytest.mark.kafka
@@ -132,3 +134,46 @@ async def test_restart_resumes_from_committed_offsets_and_loses_nothing(
         assert len(keys) == 100
     finally:
         await harness.close()
+
+
+async def test_a_slow_commit_holds_ingest_back_only_until_the_next_commit_takes_its_batches(
+        relay: RelayHarness, receiver: RecordingReceiver) -> None:
+    """Offset commits are held here, in front of the real broker call (a slow broker). Ingest writes
+    on until 8 batches wait for a commit; when the held commit returns, the next one takes all 8 and
+    ingest goes on while that one is in flight. Waiting for each batch's own commit instead would
+    let in one batch per commit: ingest paced to broker round trips."""
+    tenant, _ = await relay.subscribed_tenant(receiver, ["TransactionalSendEvents.*"])
+    assert relay.relay is not None
+    consumer = relay.relay.ingest._consumer
+    assert consumer is not None
+    real_commit = consumer.commit
+    gates: list[asyncio.Event] = []
+
+    async def held_commit(offsets: dict) -> None:
+        gate = asyncio.Event()
+        gates.append(gate)
+        await gate.wait()
+        await real_commit(offsets)
+
+    async def send(n: int) -> None:
+        event = sample_event("EmailSent", mid=tenant.mid, subscriber_key=f"slow-commit-{n}")
+        await produce(relay.settings.kafka_bootstrap, relay.topic, [encode(event)], [f"k{n}".encode()])
+
+    async def second_commit_started() -> bool:
+        return len(gates) >= 2
+
+    consumer.commit = held_commit  # type: ignore[method-assign]
+    try:
+        for n in range(1, 10):  # one batch each: the next record is produced once the last arrived
+            await send(n)
+            await receiver.wait_events(n)
+        gates[0].set()  # the first commit returns; the next one takes the 8 batches behind it
+        await eventually(second_commit_started, what="a second commit")
+        await send(10)
+        await receiver.wait_events(10)  # while that second commit is still held
+        assert not gates[1].is_set()
+    finally:
+        consumer.commit = real_commit  # type: ignore[method-assign]
+        for gate in gates:
+            gate.set()
+    await relay.caught_up()
