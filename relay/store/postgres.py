@@ -106,6 +106,8 @@ class PostgresStore(SqlStore):
             url, min_size=1, max_size=readers + 1, open=False, timeout=_CONNECT_TIMEOUT,
             kwargs={"autocommit": True, "application_name": "relay"}, configure=_configure)
         self._writing = asyncio.Lock()  # one write transaction at a time, in arrival order
+        # Window loads take at most readers - 1 connections: one is always left for the other reads.
+        self._bulk_reads = asyncio.Semaphore(max(1, readers - 1))
 
     async def start(self) -> None:
         await self._pool.open()
@@ -146,6 +148,10 @@ class PostgresStore(SqlStore):
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         async with self._pool.connection() as conn:
             return await run_sync(fn, _Adapter(conn))
+
+    async def _read_bulk(self, fn: Callable[[Connection], T]) -> T:
+        async with self._bulk_reads:
+            return await self._read(fn)
 
 
 def configure_adapters(adapters: psycopg.adapt.AdaptersMap) -> None:

@@ -93,6 +93,12 @@ class SqlStore(SqlOperations, SqlDurableOperations):
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         raise NotImplementedError
 
+    async def _read_bulk(self, fn: Callable[[Connection], T]) -> T:
+        """A read the delivery engine makes hundreds of at once: every lane filling its window at
+        start-up or after a rebalance. Engines keep them off the connection(s) the API reads on, so
+        a console request does not queue behind them (it waited 1.7 s with 200 callbacks)."""
+        return await self._read(fn)
+
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
 
@@ -579,7 +585,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
     async def load_pending(self, callback_id: str, after_id: int, limit: int,
                            partitions: Partitions | None = None) -> list[Job]:
         where, params = _owned("j.", partitions)
-        rows = await self._read(
+        rows = await self._read_bulk(
             lambda c: c.execute(
                 f"SELECT {_JOB.sql} FROM jobs j JOIN events e ON e.id = j.event_id "
                 f"WHERE j.callback_id = ? AND j.state = 'pending' AND j.id > ?{where} "

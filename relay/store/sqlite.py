@@ -1,7 +1,8 @@
 """Embedded SQLite store (WAL): one file, one relay instance.
 
-Writes go through a single writer thread — SQLite allows one writer anyway — and reads use a
-second connection, which WAL lets run beside the writer.
+Writes go through a single writer thread — SQLite allows one writer anyway — and reads use two
+more connections, which WAL lets run beside the writer: one for the delivery engine's window
+loads, one for everything else (the API among it).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ class SqliteStore(SqlStore):
         super().__init__(box, ValuesBulk())
         self._path = str(path)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
-        self._read_conn: sqlite3.Connection | None = None
+        self._reader = _Reader("sqlite-reader")
+        self._bulk_reader = _Reader("sqlite-bulk-reader")
 
     @classmethod
     def from_url(cls, url: str, box: SecretBox) -> SqliteStore:
@@ -53,7 +54,8 @@ class SqliteStore(SqlStore):
         loop = asyncio.get_running_loop()
         self._write_conn = await loop.run_in_executor(self._writer, self._connect)
         await self._write(_migrate)
-        self._read_conn = await loop.run_in_executor(self._reader, self._connect)
+        await self._reader.open(self._connect)
+        await self._bulk_reader.open(self._connect)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -92,11 +94,9 @@ class SqliteStore(SqlStore):
         if self._write_conn is not None:
             await loop.run_in_executor(self._writer, self._write_conn.close)
             self._write_conn = None
-        if self._read_conn is not None:
-            await loop.run_in_executor(self._reader, self._read_conn.close)
-            self._read_conn = None
         self._writer.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
+        await self._reader.close()
+        await self._bulk_reader.close()
 
     async def _write(self, fn: Callable[[Connection], T]) -> T:
         conn = self._write_conn
@@ -115,9 +115,32 @@ class SqliteStore(SqlStore):
         return await asyncio.get_running_loop().run_in_executor(self._writer, run)
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
-        conn = self._read_conn
+        return await self._reader.run(fn)
+
+    async def _read_bulk(self, fn: Callable[[Connection], T]) -> T:
+        return await self._bulk_reader.run(fn)
+
+
+class _Reader:
+    """A read connection with its own thread (a connection is used by one thread at a time)."""
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        conn = self._conn
         assert conn is not None, "store not started"
-        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
 
 
 def _jobs_sequence(c: Connection) -> int:
