@@ -24,6 +24,10 @@ EXCERPT_BYTES = 1024
 FORM_REPLY_BYTES = 64 * 1024
 
 
+_UNKNOWN = object()
+_VERDICTS_KEPT = 10_000
+
+
 class UnsafeUrl(ValueError):
     """A callback URL that Relay refuses to call; the message says which rule it breaks."""
 
@@ -39,6 +43,7 @@ class UrlPolicy:
             for e in allowlist
             if "/" in e or _is_ip(e)
         )
+        self._verdicts: dict[str, str | None] = {}  # URL -> why it is refused, or None
 
     def host_allowlisted(self, host: str) -> bool:
         host = host.lower().strip("[]")
@@ -58,7 +63,23 @@ class UrlPolicy:
         return all(a.is_global and not a.is_multicast for a in (ip, *embedded_ipv4(ip)))
 
     def check_url(self, url: str) -> None:
-        """Static checks (form, scheme, userinfo, literal addresses); names are checked on connect."""
+        """Static checks (form, scheme, userinfo, literal addresses); names are checked on connect.
+        A URL's verdict is remembered: every POST asks, and parsing took 4 % of the relay's CPU at
+        one event per POST."""
+        verdict = self._verdicts.get(url, _UNKNOWN)
+        if verdict is _UNKNOWN:
+            try:
+                self._check_url(url)
+                verdict = None
+            except UnsafeUrl as exc:
+                verdict = str(exc)
+            if len(self._verdicts) >= _VERDICTS_KEPT:
+                self._verdicts.clear()
+            self._verdicts[url] = verdict
+        if verdict is not None:
+            raise UnsafeUrl(verdict)
+
+    def _check_url(self, url: str) -> None:
         if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
             raise UnsafeUrl("is not a valid URL: it contains a space or a control character")
         try:

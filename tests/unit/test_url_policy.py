@@ -137,3 +137,14 @@ def test_malformed_urls_are_refused_with_a_reason(url) -> None:
     with pytest.raises(UnsafeUrl) as info:
         UrlPolicy().check_url(url)
     assert str(info.value)
+
+
+def test_a_remembered_verdict_is_the_same_verdict() -> None:
+    """Every POST asks again; the answer must not change because it was asked before."""
+    policy = UrlPolicy(("internal.test",))
+    for _ in range(3):
+        with pytest.raises(UnsafeUrl, match="private, loopback"):
+            policy.check_url("https://10.0.0.1/hook")
+        policy.check_url("http://internal.test/hook")
+        with pytest.raises(UnsafeUrl, match="must use https"):
+            policy.check_url("http://public.example/hook")
