@@ -1,10 +1,20 @@
-"""Resource ids: a short type prefix (so a pasted id says what it is) and 128 random bits."""
+"""How ids are spelled: a short type prefix (so a pasted id says what it is) and 128 bits in
+lower-case base32 — random for resources, a digest for event and webhook ids."""
 
 from __future__ import annotations
 
-import base64
 import secrets
+
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+_B32_PAIRS = [a + b for a in _B32 for b in _B32]
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_" + base64.b32encode(secrets.token_bytes(16)).decode().rstrip("=").lower()
+    return f"{prefix}_" + base32_lower(secrets.token_bytes(16))
+
+
+def base32_lower(digest: bytes) -> str:
+    """``base64.b32encode(digest).decode().rstrip("=").lower()`` for 16 bytes, four times faster:
+    the 128 bits, padded to 130, read as 13 pairs of 5-bit digits."""
+    n = int.from_bytes(digest, "big") << 2
+    return "".join([_B32_PAIRS[(n >> shift) & 0x3FF] for shift in range(120, -1, -10)])

@@ -26,6 +26,8 @@ from functools import lru_cache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from relay.ids import base32_lower
+
 SECRET_PREFIX = "whsec_"
 SIGNING_KEY_PREFIX = "whsk_"
 PUBLIC_KEY_PREFIX = "whpk_"
@@ -85,11 +87,16 @@ class SigningKeys:
 
     @classmethod
     def from_secrets(cls, secrets: Iterable[str]) -> SigningKeys:
-        secrets = list(secrets)
-        return cls(
-            tuple(secret_key(s) for s in secrets if s.startswith(SECRET_PREFIX)),
-            tuple(s for s in secrets if s.startswith(SIGNING_KEY_PREFIX)),
-        )
+        """Decoded once per set of secrets: every POST asks."""
+        return _signing_keys(tuple(secrets))
+
+
+@lru_cache(maxsize=4096)
+def _signing_keys(secrets: tuple[str, ...]) -> SigningKeys:
+    return SigningKeys(
+        tuple(secret_key(s) for s in secrets if s.startswith(SECRET_PREFIX)),
+        tuple(s for s in secrets if s.startswith(SIGNING_KEY_PREFIX)),
+    )
 
 
 def signature_header(keys: SigningKeys, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -122,4 +129,4 @@ def webhook_id(scope: str, event_ids: list[str]) -> str:
     digest.update(scope.encode())
     for event_id in event_ids:
         digest.update(b"\x00" + event_id.encode())
-    return "msg_" + base64.b32encode(digest.digest()).decode().rstrip("=").lower()
+    return "msg_" + base32_lower(digest.digest())

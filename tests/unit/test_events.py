@@ -191,7 +191,8 @@ import orjson  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from relay.events import _event_validator, _EventShape, base32_lower  # noqa: E402
+from relay.events import _event_validator, _EventShape  # noqa: E402
+from relay.ids import base32_lower  # noqa: E402
 
 
 @given(st.binary(min_size=16, max_size=16))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.signing import delivery_headers, ens_signature, new_secret, secret_key, sign_v1
+from relay.signing import delivery_headers, ens_signature, new_secret, secret_key, sign_v1, webhook_id
 from relay.verify import (
     MalformedHeader,
     MissingHeader,
@@ -87,3 +87,10 @@ def test_sign_then_verify_round_trips_and_any_change_fails(body, msg_id, secret,
             verify(whsec, headers, tampered, now=NOW)
     with pytest.raises(NoMatchingSignature):
         verify(whsec, {**headers, "webhook-timestamp": str(NOW + 1)}, body, now=NOW)
+
+
+def test_webhook_id_is_the_documented_digest() -> None:
+    """Ids of batches pinned by an earlier version must still match: the derivation is fixed."""
+    digest = hashlib.blake2b(b"cb_1\x00evt_a\x00evt_b", digest_size=16).digest()
+    expected = "msg_" + base64.b32encode(digest).decode().rstrip("=").lower()
+    assert webhook_id("cb_1", ["evt_a", "evt_b"]) == expected
