@@ -9,6 +9,7 @@ statement. Subclasses provide the connections and the transaction discipline (``
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -18,7 +19,7 @@ import orjson
 
 from relay.crypto import SecretBox
 from relay.store.base import Conflict, NotFound, PreconditionFailed, RecordRejected, StoreUnavailable
-from relay.store.bulk import Bulk, marks
+from relay.store.bulk import Bulk
 from relay.store.models import (
     Account,
     ApiKey,
@@ -33,12 +34,12 @@ from relay.store.models import (
     SigningSecret,
     Subscription,
 )
+from relay.store.pins import PinGroups
 from relay.store.rows import Columns
 from relay.store.sql_durable import SqlDurableOperations
 from relay.store.sql_ops import SqlOperations, bump_counter
 
 T = TypeVar("T")
-_MAX_PARAMS = 30000
 Partitions = Sequence[tuple[str, int]]
 
 
@@ -73,6 +74,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
     def __init__(self, box: SecretBox, bulk: Bulk) -> None:
         self._box = box
         self._bulk = bulk  # how many-row writes travel (see bulk.py)
+        self._pins = PinGroups()
 
     async def start(self) -> None:
         """Open connections and apply pending migrations (each store its own way)."""
@@ -317,13 +319,23 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
     async def assign_batch(self, batch_id: str, job_ids: Sequence[int]) -> None:
         """Pin a batch's composition before its first POST, so a crash re-sends the same
-        ``webhook-id``."""
-        def run(c: Connection) -> None:
-            for start in range(0, len(job_ids), _MAX_PARAMS):
-                part = job_ids[start:start + _MAX_PARAMS]
-                c.execute(f"UPDATE jobs SET batch_id = ? WHERE id IN ({marks(len(part))})", (batch_id, *part))
+        ``webhook-id``. Pins that wait for the writer together are written together (pins.py)."""
+        group, first = self._pins.join((batch_id, job_ids))
+        if not first:
+            await asyncio.shield(group.written)  # a cancelled pin must not cancel its group's outcome
+            return
 
-        await self._write(run)
+        def run(c: Connection) -> None:
+            rows = [(job_id, pin_id) for pin_id, ids in self._pins.take(group) for job_id in ids]
+            self._bulk.update(c, "p", ("id", "batch_id"), rows,
+                              "UPDATE jobs SET batch_id = p.batch_id FROM p WHERE jobs.id = p.id")
+
+        try:
+            await self._write(run)
+        except BaseException as exc:
+            self._pins.done(group, exc)
+            raise
+        self._pins.done(group, None)
 
     async def set_callback_enabled(
         self, callback_id: str, enabled: bool, reason: str | None
