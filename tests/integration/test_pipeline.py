@@ -170,8 +170,7 @@ async def test_a_slow_commit_holds_ingest_back_only_until_the_next_commit_takes_
         gates[0].set()  # the first commit returns; the next one takes the 8 batches behind it
         await eventually(second_commit_started, what="a second commit")
         await send(10)
-        await receiver.wait_events(10)  # while that second commit is still held
-        assert not gates[1].is_set()
+        await receiver.wait_events(10)  # while that second commit is still held (its gate is never set here)
     finally:
         consumer.commit = real_commit  # type: ignore[method-assign]
         for gate in gates:
