@@ -233,21 +233,21 @@ class Ingest:
 
     async def _previous_persisted(self) -> None:
         """Wait until the batch being written is in the store, or done; raise what it raised."""
-        task, persisted = self._writing, self._persisted
-        if task is None or persisted is None:
-            return
-        await asyncio.wait({task, persisted}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            await self._writer_done()
+        await self._writer_or(self._persisted)
 
     async def _commit_progress(self) -> None:
         """Wait until a commit takes the offsets waiting for one, or the batch in hand ends (its
         failure surfaces). Not until the oldest waiting batch is done: its commit covers the later
         ones too, and waiting for it would let in one batch per commit, pacing ingest to commits."""
+        self._commit_taken = asyncio.get_running_loop().create_future()
+        await self._writer_or(self._commit_taken)
+
+    async def _writer_or(self, happened: asyncio.Future[None] | None) -> None:
+        """Wait until ``happened`` is done or the batch being written ends; raise what it raised."""
         task = self._writing
-        assert task is not None
-        taken = self._commit_taken = asyncio.get_running_loop().create_future()
-        await asyncio.wait({task, taken}, return_when=asyncio.FIRST_COMPLETED)
+        if task is None or happened is None:
+            return
+        await asyncio.wait({task, happened}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             await self._writer_done()
 

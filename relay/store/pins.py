@@ -42,8 +42,9 @@ class PinGroups:
 
     def take(self, group: PinGroup) -> list[Pin]:
         """The group's write begins: pins from now on start a new group."""
-        self.close(group)
         with self._lock:
+            if self._open is group:
+                self._open = None
             return list(group.pins)
 
     def close(self, group: PinGroup) -> None:

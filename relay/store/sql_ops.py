@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from relay.store.base import NotFound
+from relay.store.bulk import marks
 from relay.store.rows import Columns
 from relay.store.views import (
     AttemptBucket,
@@ -109,10 +110,9 @@ class SqlOperations:
         def run(c: Any) -> list[str]:
             if not ids:
                 return []
-            marks = ",".join("?" * len(ids))
             rows = c.execute(
                 f"SELECT d.id, d.job_id, d.callback_id FROM deadletters d JOIN callbacks c "
-                f"ON c.id = d.callback_id WHERE c.account_id = ? AND d.id IN ({marks})",
+                f"ON c.id = d.callback_id WHERE c.account_id = ? AND d.id IN ({marks(len(ids))})",
                 (account_id, *ids),
             ).fetchall()
             c.executemany(
@@ -204,9 +204,9 @@ class SqlOperations:
                 "ORDER BY timestamp_ms, id LIMIT ?", (account_id, value, limit)).fetchall()
             jobs: dict[str, list[JobState]] = {}
             if events:
-                marks = ",".join("?" * len(events))
                 for row in c.execute(
-                        f"SELECT event_id, {_JOB_STATE.sql} FROM jobs WHERE event_id IN ({marks}) ORDER BY id",
+                        f"SELECT event_id, {_JOB_STATE.sql} FROM jobs WHERE event_id IN ({marks(len(events))}) "
+                        "ORDER BY id",
                         [e[0] for e in events]).fetchall():
                     jobs.setdefault(row[0], []).append(_JOB_STATE.build(row[1:]))
             return [MessageEvent(event_id, kind, ts, bytes(body), tuple(jobs.get(event_id, ())), trace)
