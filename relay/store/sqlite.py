@@ -2,18 +2,22 @@
 
 Writes go through a single writer thread — SQLite allows one writer anyway — and reads use two
 more connections, which WAL lets run beside the writer: one for the delivery engine's window
-loads, one for everything else (the API among it).
+loads, one for everything else (the API among it). A fourth connection copies the WAL back into
+the database file (``_Checkpointer``), so commits do not have to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
+
+import structlog
 
 from relay.crypto import SecretBox
 from relay.store.bulk import ValuesBulk
@@ -22,6 +26,10 @@ from relay.store.models import Job, NewJob
 from relay.store.sql import JOB_COLUMNS, JOB_CONFLICT, JOB_RETURNED, Connection, SqlStore, job_rows, pending_jobs
 
 T = TypeVar("T")
+log = structlog.get_logger("relay.store")
+# The writer's own checkpoint, a backstop for when the checkpointer falls behind: it bounds the WAL
+# at about this many pages (4 KiB each) plus one transaction.
+_BACKSTOP_PAGES = 10_000
 
 
 class SqliteStore(SqlStore):
@@ -37,6 +45,7 @@ class SqliteStore(SqlStore):
         self._write_conn: sqlite3.Connection | None = None
         self._reader = _Reader("sqlite-reader")
         self._bulk_reader = _Reader("sqlite-bulk-reader")
+        self._checkpointer = _Checkpointer()
 
     @classmethod
     def from_url(cls, url: str, box: SecretBox) -> SqliteStore:
@@ -54,8 +63,11 @@ class SqliteStore(SqlStore):
         loop = asyncio.get_running_loop()
         self._write_conn = await loop.run_in_executor(self._writer, self._connect)
         await self._write(_migrate)
+        await loop.run_in_executor(self._writer, self._write_conn.execute,
+                                   f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
         await self._reader.open(self._connect)
         await self._bulk_reader.open(self._connect)
+        await self._checkpointer.start(self._connect)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -65,9 +77,8 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA cache_size=-32768")
         conn.execute("PRAGMA temp_store=MEMORY")
-        # SQLite's own checkpoints every 1000 pages keep the WAL bounded under a continuous write
-        # load (a separate PASSIVE checkpointer could not: the WAL grew to gigabytes); the size
-        # limit truncates the file after a checkpoint.
+        # The size limit truncates the WAL file after a checkpoint. A PASSIVE checkpointer alone did
+        # not bound it (it grew to gigabytes under a continuous write load), hence the writer's backstop.
         conn.execute("PRAGMA journal_size_limit=67108864")
         return conn
 
@@ -91,6 +102,7 @@ class SqliteStore(SqlStore):
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
+        await self._checkpointer.close()
         if self._write_conn is not None:
             await loop.run_in_executor(self._writer, self._write_conn.close)
             self._write_conn = None
@@ -137,6 +149,56 @@ class _Reader:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
 
     async def close(self) -> None:
+        if self._conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+
+class _Checkpointer:
+    """Copies committed WAL frames into the database file on its own connection and thread.
+
+    Why: in SQLite's default the commit that crosses the WAL's size limit runs the checkpoint, and
+    its copy and fsync were half of all commit time under a batched load (measured on the relay's
+    schema, 2,000-event transactions: commit 21 µs per event with it, 10 without). A PASSIVE
+    checkpoint here takes no lock writers or readers wait for; the writer keeps its own checkpoint
+    at a larger size (``_BACKSTOP_PAGES``) only as a bound for when this one falls behind."""
+
+    IDLE_S = 0.05  # between checkpoints once the WAL is copied
+    FAILED_S = 1.0  # after an error (disk full, I/O): a failed checkpoint loses nothing
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpointer")
+        self._conn: sqlite3.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        self._task = asyncio.create_task(self._run(), name="sqlite-checkpointer")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                busy, frames, copied = await loop.run_in_executor(self._executor, self._checkpoint)
+            except sqlite3.Error as exc:
+                log.warning("wal_checkpoint_failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(self.FAILED_S)
+                continue
+            if busy or copied >= frames:
+                await asyncio.sleep(self.IDLE_S)
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        assert self._conn is not None
+        busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(busy), int(frames), int(copied)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         if self._conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
             self._conn = None
