@@ -27,9 +27,9 @@ from relay.store.sql import JOB_COLUMNS, JOB_CONFLICT, JOB_RETURNED, Connection,
 
 T = TypeVar("T")
 log = structlog.get_logger("relay.store")
-# The writer's own checkpoint, a backstop for when the checkpointer falls behind: it bounds the WAL
-# at about this many pages (4 KiB each) plus one transaction.
-_BACKSTOP_PAGES = 10_000
+# The writer's own checkpoint, only for when the checkpointer cannot run (it copies after every
+# commit past this size, and a checkpointer finding that one under way must skip its turn).
+_BACKSTOP_PAGES = 65_536
 
 
 class SqliteStore(SqlStore):
@@ -115,6 +115,7 @@ class SqliteStore(SqlStore):
         assert conn is not None, "store not started"
 
         def run() -> T:
+            self._checkpointer.restart_if_due(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -161,16 +162,25 @@ class _Checkpointer:
     Why: in SQLite's default the commit that crosses the WAL's size limit runs the checkpoint, and
     its copy and fsync were half of all commit time under a batched load (measured on the relay's
     schema, 2,000-event transactions: commit 21 µs per event with it, 10 without). A PASSIVE
-    checkpoint here takes no lock writers or readers wait for; the writer keeps its own checkpoint
-    at a larger size (``_BACKSTOP_PAGES``) only as a bound for when this one falls behind."""
+    checkpoint here takes no lock writers or readers wait for.
+
+    Copying alone does not bound the file: the WAL starts over only when a write begins with every
+    frame copied and no reader on it, which a copy racing a busy writer rarely leaves (it grew to
+    460 MB while a backlog drained). A RESTART checkpoint from here did not help: it waits for a
+    moment without a writer, and a busy writer never leaves one. So once the WAL has passed
+    ``RESTART_PAGES``, the writer itself runs the RESTART between two transactions
+    (``restart_if_due``): the few frames left are copied and the readers move on while the next
+    write waits."""
 
     IDLE_S = 0.05  # between checkpoints once the WAL is copied
     FAILED_S = 1.0  # after an error (disk full, I/O): a failed checkpoint loses nothing
+    RESTART_PAGES = 4096
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpointer")
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._frames = 0  # the WAL's length at the last copy
 
     async def start(self, connect: Callable[[], sqlite3.Connection]) -> None:
         self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -181,7 +191,7 @@ class _Checkpointer:
         while True:
             try:
                 busy, frames, copied = await loop.run_in_executor(self._executor, self._checkpoint)
-            except sqlite3.Error as exc:
+            except Exception as exc:  # whatever failed, the next turn may not: the WAL relies on it
                 log.warning("wal_checkpoint_failed", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(self.FAILED_S)
                 continue
@@ -191,7 +201,16 @@ class _Checkpointer:
     def _checkpoint(self) -> tuple[int, int, int]:
         assert self._conn is not None
         busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if not busy:
+            self._frames = frames
         return int(busy), int(frames), int(copied)
+
+    def restart_if_due(self, writer: sqlite3.Connection) -> None:
+        """On the writer's thread, between transactions: start the WAL over once it has grown past
+        ``RESTART_PAGES`` (this waits for readers still on old frames, at most the busy timeout)."""
+        if self._frames > self.RESTART_PAGES:
+            self._frames = 0
+            writer.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
 
     async def close(self) -> None:
         if self._task is not None:
