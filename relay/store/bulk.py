@@ -30,8 +30,15 @@ _ROWS_PER_STATEMENT = 256
 
 class Bulk(Protocol):
     def insert(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-               tail: str = "") -> int:
-        """Write ``rows``; the number actually written (``ON CONFLICT DO NOTHING`` skips count 0)."""
+               tail: str = "") -> None:
+        """Write ``rows`` (without waiting for the outcome where the connection can: see
+        ``PostgresStore._write_pipelined``)."""
+        ...
+
+    def insert_counted(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                       tail: str = "") -> int:
+        """``insert``, and the number of rows actually written (``ON CONFLICT DO NOTHING`` skips
+        count 0)."""
         ...
 
     def insert_returning(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
@@ -59,7 +66,11 @@ class ValuesBulk:
     """``VALUES (…), (…)`` in as few statements as the parameter limit allows (SQLite)."""
 
     def insert(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-               tail: str = "") -> int:
+               tail: str = "") -> None:
+        self.insert_counted(c, table, columns, rows, tail)
+
+    def insert_counted(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                       tail: str = "") -> int:
         return sum(c.execute(sql, params).rowcount for sql, params in self._statements(table, columns, rows, tail))
 
     def insert_returning(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
@@ -120,7 +131,12 @@ class ArrayBulk:
         self._types: dict[str, dict[str, str]] = {}
 
     def insert(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-               tail: str = "") -> int:
+               tail: str = "") -> None:
+        if rows:
+            c.execute(*self._insert(c, table, columns, rows, tail))
+
+    def insert_counted(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                       tail: str = "") -> int:
         if not rows:
             return 0
         return int(c.execute(*self._insert(c, table, columns, rows, tail)).rowcount)

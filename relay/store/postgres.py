@@ -68,14 +68,53 @@ class _Result:
         return iter(self.fetchall())
 
 
+class _Received:
+    """A pipelined statement's outcome, received when first asked for: asking syncs the pipeline
+    (one round trip for every statement sent so far); not asking leaves it to the commit."""
+
+    __slots__ = ("_cursor", "_pipeline", "_result")
+
+    def __init__(self, cursor: psycopg.AsyncCursor[Any], pipeline: psycopg.AsyncPipeline) -> None:
+        self._cursor = cursor
+        self._pipeline = pipeline
+        self._result: _Result | None = None
+
+    @property
+    def rowcount(self) -> int:
+        return self._received().rowcount
+
+    def fetchone(self) -> Any:
+        return self._received().fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._received().fetchall()
+
+    def __iter__(self) -> Any:
+        return iter(self.fetchall())
+
+    def _received(self) -> _Result:
+        if self._result is None:
+            self._result = await_(self._receive())
+        return self._result
+
+    async def _receive(self) -> _Result:
+        await self._pipeline.sync()
+        cursor = self._cursor
+        return _Result(cursor.rowcount, await cursor.fetchall() if cursor.description is not None else [])
+
+
 class _Adapter:
     """The sqlite3-style slice of DB-API that the shared SQL uses, over an async psycopg
-    connection; only valid under ``run_sync``."""
+    connection; only valid under ``run_sync``. With a ``pipeline``, statements are sent without
+    waiting for their answers (see ``_Received``)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], pipeline: psycopg.AsyncPipeline | None = None) -> None:
         self._conn = conn
+        self._pipeline = pipeline
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        if self._pipeline is not None:
+            return _Received(await_(self._conn.execute(_dialect(sql), params)), self._pipeline)
         return await_(self._execute(_dialect(sql), params))
 
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
@@ -127,14 +166,29 @@ class PostgresStore(SqlStore):
         await self._pool.close()
 
     async def _write(self, fn: Callable[[Connection], T]) -> T:
+        return await self._transaction(fn, pipelined=False)
+
+    async def _write_pipelined(self, fn: Callable[[Connection], T]) -> T:
+        """Every statement of the transaction, BEGIN and COMMIT among them, sent without waiting
+        for the one before: each wait is a trip through a busy event loop, and a batch pin (BEGIN,
+        UPDATE, COMMIT) waited for three. Errors surface when a result is read, or at the commit."""
+        return await self._transaction(fn, pipelined=True)
+
+    async def _transaction(self, fn: Callable[[Connection], T], pipelined: bool) -> T:
         async with self._writing:
             for attempt in range(_WRITE_ATTEMPTS):
                 try:
                     async with self._pool.connection() as conn:
-                        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
                         try:
-                            result = await run_sync(fn, _Adapter(conn))
-                            await conn.execute("COMMIT")
+                            if pipelined:
+                                async with conn.pipeline() as pipeline:
+                                    await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                                    result = await run_sync(fn, _Adapter(conn, pipeline))
+                                    await conn.execute("COMMIT")
+                            else:
+                                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                                result = await run_sync(fn, _Adapter(conn))
+                                await conn.execute("COMMIT")
                         except BaseException:
                             await _rollback(conn)
                             raise

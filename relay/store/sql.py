@@ -92,6 +92,13 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         """Run ``fn`` in one write transaction."""
         raise NotImplementedError
 
+    async def _write_pipelined(self, fn: Callable[[Connection], T]) -> T:
+        """``_write`` for the hot writes (events, pins, results), whose ``fn`` never catches a
+        statement's error to carry on: an engine may then report a failed statement late (when an
+        outcome is read, or at the commit) in exchange for sending the transaction in one go
+        (PostgreSQL: postgres.py)."""
+        return await self._write(fn)
+
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         raise NotImplementedError
 
@@ -331,7 +338,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                               "UPDATE jobs SET batch_id = p.batch_id FROM p WHERE jobs.id = p.id")
 
         try:
-            await self._write(run)
+            await self._write_pipelined(run)
         except BaseException as exc:
             self._pins.done(group, exc)
             raise
@@ -544,7 +551,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             return self._insert_jobs(c, jobs, now)
 
         try:
-            inserted = await self._write(run)
+            inserted = await self._write_pipelined(run)
         except self.REJECTED_ERRORS as exc:
             raise RecordRejected(f"{type(exc).__name__}: {exc}") from exc
         except self.UNAVAILABLE_ERRORS as exc:
@@ -656,7 +663,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                 "created_at = excluded.created_at",
             )
 
-        await self._write(run)
+        await self._write_pipelined(run)
 
     async def count_jobs(self, state: str | None = None) -> int:
         sql, params = "SELECT COUNT(*) FROM jobs", cast(tuple[Any, ...], ())

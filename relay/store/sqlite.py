@@ -90,7 +90,7 @@ class SqliteStore(SqlStore):
         if not jobs:
             return []
         before = _jobs_sequence(c)
-        written = self._bulk.insert(c, "jobs", JOB_COLUMNS, job_rows(jobs, now), JOB_CONFLICT)
+        written = self._bulk.insert_counted(c, "jobs", JOB_COLUMNS, job_rows(jobs, now), JOB_CONFLICT)
         after = _jobs_sequence(c)
         if written != len(jobs) or after - before != written:
             return pending_jobs(c.execute(

@@ -93,7 +93,7 @@ def test_values_and_arrays_write_the_same_rows(engines: list[tuple[Bulk, Any]], 
     seen: list[Any] = []
     for bulk, c in engines:
         returned = bulk.insert_returning(c, "jobs", JOB_COLUMNS, first, f"{JOB_CONFLICT} RETURNING {JOB_RETURNED}")
-        written = bulk.insert(c, "jobs", JOB_COLUMNS, second, JOB_CONFLICT)
+        written = bulk.insert_counted(c, "jobs", JOB_COLUMNS, second, JOB_CONFLICT)
         jobs = sorted(c.execute("SELECT event_id, callback_id, id FROM jobs WHERE event_id LIKE ?",
                                 (tag + "%",)).fetchall())  # sorted here: both engines give each job the same due
         bulk.update(c, "v", ("id", "batch_id", "at"),

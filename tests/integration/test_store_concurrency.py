@@ -99,14 +99,14 @@ async def _jobs(store: SqlStore, count: int) -> list[int]:
 def _count_pin_writes(store: SqlStore) -> list[int]:
     """Counts the store's write transactions that write pins (an instance attribute over the method)."""
     writes = [0]
-    write = store._write
+    write = store._write_pipelined
 
     async def counted(fn: Callable[[Connection], Any]) -> Any:
         if "assign_batch" in getattr(fn, "__qualname__", ""):
             writes[0] += 1
         return await write(fn)
 
-    store._write = counted  # type: ignore[method-assign]
+    store._write_pipelined = counted  # type: ignore[method-assign]
     return writes
 
 
