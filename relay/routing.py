@@ -168,7 +168,7 @@ class SubscriptionIndex:
             known = routes.get(entry.callback.id)
             if known is not None and known.held_by is None:
                 continue
-            if all(f.matches(event.data) for f in entry.filters):
+            if not entry.filters or all(f.matches(event.data) for f in entry.filters):
                 sub = entry.subscription
                 held_by = sub.id if sub.status == "paused" else None
                 if known is None or held_by is None:

@@ -22,6 +22,19 @@ def test_columns_name_the_select_list_and_fill_fields_by_name() -> None:
     assert cols.build(("r", 1)) == Pair(left=1, right="r")
 
 
+@dataclass
+class Triple:
+    a: int
+    b: str
+    c: float = 0.5
+
+
+def test_fields_in_the_records_order_fill_the_same_record_and_leave_defaults() -> None:
+    assert Columns(Triple, "a", "b").build((1, "x")) == Triple(a=1, b="x")
+    assert Columns(Triple, "a", "b", "c").build((1, "x", 2.0)) == Triple(a=1, b="x", c=2.0)
+    assert Columns(Triple, "b", a="t.a").build(("x", 1)) == Triple(a=1, b="x")
+
+
 def test_a_row_of_the_wrong_width_is_an_error_not_a_shifted_record() -> None:
     with pytest.raises(ValueError):
         Columns(Pair, "left", "right").build((1, "r", "extra"))
