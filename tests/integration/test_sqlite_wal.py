@@ -25,19 +25,24 @@ _BODY_PAD = 2000  # bytes of each event's body: the batch is ~150 pages of 4 KiB
 _LOAD_BATCHES, _LOAD_EVENTS, _LOAD_PAD = 100, 40, 25_000
 
 
+async def _persist(store: SqliteStore, offsets: range, pad: int) -> None:
+    """One ingest transaction: an event per offset, each ``pad`` bytes larger than a sample."""
+    events, jobs = [], []
+    for n in offsets:
+        body = sample_event("EmailSent", mid="777", subscriber_key=f"s{n}")
+        body["info"]["note"] = "x" * pad
+        event = decode_event(orjson.dumps(body), RecordRef("wal", 0, n), 1 << 20)
+        events.append(IncomingEvent(event, "acct_wal", "wal", 0, n))
+        jobs.append(NewJob(event.id, "cb_wal", event.subscriber_key, 0, topic="wal"))
+    await store.persist_batch(events, jobs, [])
+
+
 async def test_the_checkpointer_copies_the_wal_while_the_store_is_open(tmp_path: Path) -> None:
     path = tmp_path / "relay.db"
     store = SqliteStore(path, SecretBox(os.urandom(32)))
     await store.start()
     try:
-        events, jobs = [], []
-        for n in range(_EVENTS):
-            body = sample_event("EmailSent", mid="777", subscriber_key=f"s{n}")
-            body["info"]["note"] = "x" * _BODY_PAD
-            event = decode_event(orjson.dumps(body), RecordRef("wal", 0, n), 1 << 20)
-            events.append(IncomingEvent(event, "acct_wal", "wal", 0, n))
-            jobs.append(NewJob(event.id, "cb_wal", event.subscriber_key, 0, topic="wal"))
-        await store.persist_batch(events, jobs, [])
+        await _persist(store, range(_EVENTS), _BODY_PAD)
         wal = path.with_name(path.name + "-wal")
         assert wal.stat().st_size > _EVENTS * _BODY_PAD, "the batch went to the WAL first"
 
@@ -69,14 +74,7 @@ async def test_the_wal_starts_over_under_a_continuous_write_load(tmp_path: Path)
     reader = asyncio.create_task(read_all_along())
     try:
         for batch in range(_LOAD_BATCHES):
-            events, jobs = [], []
-            for n in range(batch * _LOAD_EVENTS, (batch + 1) * _LOAD_EVENTS):
-                body = sample_event("EmailSent", mid="777", subscriber_key=f"s{n}")
-                body["info"]["note"] = "x" * _LOAD_PAD
-                event = decode_event(orjson.dumps(body), RecordRef("wal", 0, n), 1 << 20)
-                events.append(IncomingEvent(event, "acct_wal", "wal", 0, n))
-                jobs.append(NewJob(event.id, "cb_wal", event.subscriber_key, 0, topic="wal"))
-            await store.persist_batch(events, jobs, [])
+            await _persist(store, range(batch * _LOAD_EVENTS, (batch + 1) * _LOAD_EVENTS), _LOAD_PAD)
             pages_written += _LOAD_EVENTS * _LOAD_PAD // 4096
         wal_pages = path.with_name(path.name + "-wal").stat().st_size // 4096
         assert wal_pages < pages_written // 2, (
