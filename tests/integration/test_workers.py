@@ -26,10 +26,14 @@ EVENTS = 1500
 
 
 def workers_of(parent: int) -> dict[int, int]:
-    """Worker index to pid, from the children's command lines."""
+    """Worker index to pid, from the children's command lines. A child reaped between the listing
+    and its reading (the killed worker) is not a worker any more."""
     found = {}
     for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
         if b"--worker-index" in args:
             found[int(args[args.index(b"--worker-index") + 1])] = int(pid)
     return found
