@@ -171,7 +171,8 @@ class PostgresStore(SqlStore):
     async def _write_pipelined(self, fn: Callable[[Connection], T]) -> T:
         """Every statement of the transaction, BEGIN and COMMIT among them, sent without waiting
         for the one before: each wait is a trip through a busy event loop, and a batch pin (BEGIN,
-        UPDATE, COMMIT) waited for three. Errors surface when a result is read, or at the commit."""
+        UPDATE, COMMIT) waited for three. Errors surface when a result is read, or at the commit;
+        a transaction that failed that way runs again without the pipeline (see ``_transaction``)."""
         return await self._transaction(fn, pipelined=True)
 
     async def _transaction(self, fn: Callable[[Connection], T], pipelined: bool) -> T:
@@ -193,6 +194,14 @@ class PostgresStore(SqlStore):
                             await _rollback(conn)
                             raise
                         return result
+                except errors.PipelineAborted:
+                    # A statement failed and a later one went out before its error came back: that
+                    # one's error says only "aborted" (an OperationalError, which reads as an outage).
+                    # Sent one by one, the failing statement raises its own error, so a refused
+                    # record is told apart from an outage and isolated.
+                    if attempt == _WRITE_ATTEMPTS - 1:
+                        raise
+                    pipelined = False
                 except _RETRYABLE:
                     if attempt == _WRITE_ATTEMPTS - 1:
                         raise

@@ -93,10 +93,10 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         raise NotImplementedError
 
     async def _write_pipelined(self, fn: Callable[[Connection], T]) -> T:
-        """``_write`` for the hot writes (events, pins, results), whose ``fn`` never catches a
-        statement's error to carry on: an engine may then report a failed statement late (when an
-        outcome is read, or at the commit) in exchange for sending the transaction in one go
-        (PostgreSQL: postgres.py)."""
+        """``_write`` for the hot writes whose failure needs no diagnosis (pins and results: any
+        error means "try again later") and whose ``fn`` never catches a statement's error to carry
+        on: an engine may then report a failed statement late (when an outcome is read, or at the
+        commit) in exchange for sending the transaction in one go (PostgreSQL: postgres.py)."""
         return await self._write(fn)
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
@@ -551,7 +551,9 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             return self._insert_jobs(c, jobs, now)
 
         try:
-            inserted = await self._write_pipelined(run)
+            # Not pipelined: a refused record must raise its own error to be told from an outage
+            # (a pipeline may report it as "aborted", an OperationalError).
+            inserted = await self._write(run)
         except self.REJECTED_ERRORS as exc:
             raise RecordRejected(f"{type(exc).__name__}: {exc}") from exc
         except self.UNAVAILABLE_ERRORS as exc:
