@@ -68,6 +68,10 @@ class _Result:
         return iter(self.fetchall())
 
 
+async def _read(cursor: psycopg.AsyncCursor[Any]) -> _Result:
+    return _Result(cursor.rowcount, await cursor.fetchall() if cursor.description is not None else [])
+
+
 class _Received:
     """A pipelined statement's outcome, received when first asked for: asking syncs the pipeline
     (one round trip for every statement sent so far); not asking leaves it to the commit."""
@@ -99,8 +103,7 @@ class _Received:
 
     async def _receive(self) -> _Result:
         await self._pipeline.sync()
-        cursor = self._cursor
-        return _Result(cursor.rowcount, await cursor.fetchall() if cursor.description is not None else [])
+        return await _read(self._cursor)
 
 
 class _Adapter:
@@ -123,8 +126,7 @@ class _Adapter:
             await_(self._executemany(_dialect(sql), rows))
 
     async def _execute(self, sql: str, params: Sequence[Any]) -> _Result:
-        cursor = await self._conn.execute(sql, params)
-        return _Result(cursor.rowcount, await cursor.fetchall() if cursor.description is not None else [])
+        return await _read(await self._conn.execute(sql, params))
 
     async def _executemany(self, sql: str, rows: list[Sequence[Any]]) -> None:
         async with self._conn.cursor() as cursor:
@@ -181,14 +183,9 @@ class PostgresStore(SqlStore):
                 try:
                     async with self._pool.connection() as conn:
                         try:
-                            if pipelined:
-                                async with conn.pipeline() as pipeline:
-                                    await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                                    result = await run_sync(fn, _Adapter(conn, pipeline))
-                                    await conn.execute("COMMIT")
-                            else:
+                            async with conn.pipeline() if pipelined else contextlib.nullcontext() as pipeline:
                                 await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                                result = await run_sync(fn, _Adapter(conn))
+                                result = await run_sync(fn, _Adapter(conn, pipeline))
                                 await conn.execute("COMMIT")
                         except BaseException:
                             await _rollback(conn)
