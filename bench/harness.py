@@ -143,14 +143,16 @@ class RelayProcess:
 
     def profile(self, seconds: int) -> None:
         """With BENCH_PROFILE=<dir>, attach py-spy for ``seconds``: collapsed stacks (.txt), or a
-        flame graph (.svg) with BENCH_PROFILE_FORMAT=flamegraph."""
+        flame graph (.svg) with BENCH_PROFILE_FORMAT=flamegraph; BENCH_PROFILE_GIL=1 samples only the
+        thread holding the GIL, which is what bounds one process."""
         profile_dir = os.environ.get("BENCH_PROFILE")
         if profile_dir and self.proc is not None:
             form = os.environ.get("BENCH_PROFILE_FORMAT", "raw")
             suffix = "svg" if form == "flamegraph" else "txt"
             out = Path(profile_dir) / f"{self.data_dir.name}-{int(time.time())}.{suffix}"
             spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-            subprocess.Popen([spy, "record", "--format", form, "-r", "250", "-d", str(seconds),
+            gil = ["--gil"] if os.environ.get("BENCH_PROFILE_GIL") == "1" else []
+            subprocess.Popen([spy, "record", "--format", form, "-r", "250", "-d", str(seconds), *gil,
                               "-o", str(out), "--pid", str(self.proc.pid)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

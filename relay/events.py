@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -70,8 +69,7 @@ class InvalidEvent(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
     """A validated event. ``body`` is the event as delivered (with ``eventId``), already encoded."""
 
     id: str
@@ -89,8 +87,7 @@ class Event:
         return info if isinstance(info, dict) else {}
 
 
-@dataclass(frozen=True, slots=True)
-class RecordRef:
+class RecordRef(msgspec.Struct, frozen=True):
     """Where a record came from; part of its identity and of every quarantine entry."""
 
     topic: str
@@ -199,7 +196,7 @@ def decode_event(value: bytes | None, ref: RecordRef, max_bytes: int,
     data = _parse(value)
     if not isinstance(data, dict):
         raise InvalidEvent("schema", f"event must be a JSON object, got {_json_type(data)}")
-    changed = _drop_nulls(data)
+    changed = b"null" in value and _drop_nulls(data)  # one C-speed scan spares the walk
     validate_event(data)
     event_type = data["eventCategoryType"]
     if event_type not in accepted:

@@ -14,7 +14,12 @@ def new_id(prefix: str) -> str:
 
 
 def base32_lower(digest: bytes) -> str:
-    """``base64.b32encode(digest).decode().rstrip("=").lower()`` for 16 bytes, four times faster:
-    the 128 bits, padded to 130, read as 13 pairs of 5-bit digits."""
+    """``base64.b32encode(digest).decode().rstrip("=").lower()`` for 16 bytes, five times faster:
+    the 128 bits, padded to 130, read as 13 pairs of 5-bit digits (unrolled: a loop cost a third
+    more, and every event without a producer's id pays it)."""
     n = int.from_bytes(digest, "big") << 2
-    return "".join([_B32_PAIRS[(n >> shift) & 0x3FF] for shift in range(120, -1, -10)])
+    p = _B32_PAIRS
+    return (p[n >> 120] + p[(n >> 110) & 0x3FF] + p[(n >> 100) & 0x3FF] + p[(n >> 90) & 0x3FF]
+            + p[(n >> 80) & 0x3FF] + p[(n >> 70) & 0x3FF] + p[(n >> 60) & 0x3FF] + p[(n >> 50) & 0x3FF]
+            + p[(n >> 40) & 0x3FF] + p[(n >> 30) & 0x3FF] + p[(n >> 20) & 0x3FF] + p[(n >> 10) & 0x3FF]
+            + p[n & 0x3FF])

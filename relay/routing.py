@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
+import msgspec
 import structlog
 
 from relay.events import Event
@@ -75,8 +76,7 @@ def _parse_filter(text: str) -> Filter:
     return Filter(field, op, values)
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(msgspec.Struct, frozen=True):
     callback: Callback
     ordering_key: str | None
     held_by: str | None = None

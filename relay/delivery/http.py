@@ -12,10 +12,10 @@ import ipaddress
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -124,8 +124,7 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-@dataclass(frozen=True, slots=True)
-class HttpOutcome:
+class HttpOutcome(msgspec.Struct, frozen=True):
     status: int | None
     latency_ms: float
     error: str | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import msgspec
+
 from relay.delivery.ratelimit import RateLimit
 
 if TYPE_CHECKING:
@@ -173,8 +175,7 @@ class Subscription:
     on_pause: Literal["drop", "hold"] = "drop"
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
+class NewJob(msgspec.Struct, frozen=True):
     """A delivery job as routing creates it, before the store gives it an id."""
 
     event_id: str
@@ -209,8 +210,7 @@ class Job:
         return self.topic, self.partition
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingEvent:
+class IncomingEvent(msgspec.Struct, frozen=True):
     """A decoded event on its way into the store: whose it is and which Kafka record it came from."""
 
     event: Event
