@@ -44,12 +44,22 @@ log = structlog.get_logger("relay.app")
 INPUT_TOPIC_PARTITIONS = 6
 
 
-def _freeze_startup_heap() -> None:
-    """Take what imports and start-up built out of the collector's view. Every full collection
-    walks all tracked objects, and with these ~70,000 it paused the event loop for 40-50 ms:
-    the largest term of the live p99. What is left to scan is what the relay makes while running."""
+# Net new container objects between two young collections (CPython's default is 700).
+_GC_YOUNG_THRESHOLD = 50_000
+
+
+def _tune_collector() -> None:
+    """Take what imports and start-up built out of the collector's view, and collect less often.
+
+    Every full collection walks all tracked objects, and with the ~70,000 of start-up it paused
+    the event loop for 40-50 ms: the largest term of the live p99. While running, jobs and events
+    live for a batch or a window, long enough to be scanned by one or two generations at the
+    default threshold and rarely long enough to matter: in a batched drain of 150,000 events the
+    collector ran 2,700 times for 1.0 s (a tenth of the run); at 50,000 it ran 4 times for 0.06 s,
+    at the same peak RSS. Cyclic garbage waits longer, bounded by the threshold."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, 10, 10)
 
 
 class Relay:
@@ -168,7 +178,7 @@ class Relay:
         for sig in (signal.SIGTERM, signal.SIGINT):  # before start: a signal while starting stops cleanly
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        _freeze_startup_heap()
+        _tune_collector()
         await stop.wait()
         await self.stop()
 
