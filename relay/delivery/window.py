@@ -22,7 +22,10 @@ class Window:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._jobs: dict[int, Job] = {}
-        self._in_flight_jobs: set[int] = set()
+        """Jobs not in flight, in id order. In-flight jobs live apart, so choosing the next batch
+        does not walk past every job already being sent (with many batches in flight that walk
+        was most of the choosing)."""
+        self._in_flight_jobs: dict[int, Job] = {}
         self._in_flight_keys: set[str] = set()
         self._batches = 0
         self.loaded_upto = 0
@@ -36,7 +39,7 @@ class Window:
     def offer(self, jobs: Iterable[Job]) -> None:
         """Freshly persisted jobs; once the window is full (or behind the store) they stay in the store."""
         for job in jobs:
-            if self.backlog or len(self._jobs) >= self.capacity:
+            if self.backlog or self.room <= 0:
                 self.backlog = True
                 self.offer_skipped = True
                 return
@@ -46,7 +49,7 @@ class Window:
 
     @property
     def room(self) -> int:
-        return self.capacity - len(self._jobs)
+        return self.capacity - len(self)
 
     def wants_load(self) -> bool:
         """Read the store only when it may hold more and at least half the window is free."""
@@ -76,11 +79,11 @@ class Window:
 
     def forget(self) -> None:
         """Ownership is changing: keep only jobs in flight; the store has the rest."""
-        self._jobs = {i: j for i, j in self._jobs.items() if i in self._in_flight_jobs}
+        self._jobs = {}
         self.reload()
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return len(self._jobs) + len(self._in_flight_jobs)
 
     @property
     def batches_in_flight(self) -> int:
@@ -98,8 +101,6 @@ class Window:
         batch: list[Job] = []
         next_due: float | None = None
         for job in self._jobs.values():
-            if job.id in self._in_flight_jobs:
-                continue
             if owned is not None and job.source not in owned:
                 continue  # its partition moved to another instance while a send was in flight
             key = job.ordering_key
@@ -115,8 +116,7 @@ class Window:
                     if key is not None:
                         blocked.add(key)
                     continue
-                return [j for j in self._jobs.values()
-                        if j.batch_id == job.batch_id and j.id not in self._in_flight_jobs], None
+                return [j for j in self._jobs.values() if j.batch_id == job.batch_id], None
             if batch and job.source != batch[0].source:
                 if key is not None:
                     blocked.add(key)
@@ -130,16 +130,23 @@ class Window:
         """The batch is being sent: its keys are held until ``end``."""
         self._batches += 1
         for job in batch:
-            self._in_flight_jobs.add(job.id)
+            del self._jobs[job.id]
+            self._in_flight_jobs[job.id] = job
             if job.ordering_key is not None:
                 self._in_flight_keys.add(job.ordering_key)
 
     def end(self, batch: list[Job]) -> None:
+        """The send is over: jobs not settled meanwhile (retry, hold) wait again in id order."""
         self._batches -= 1
+        back: list[Job] = []
         for job in batch:
-            self._in_flight_jobs.discard(job.id)
+            if self._in_flight_jobs.pop(job.id, None) is not None:
+                back.append(job)
             if job.ordering_key is not None:
                 self._in_flight_keys.discard(job.ordering_key)
+        if back:
+            self._jobs.update((job.id, job) for job in back)
+            self._jobs = dict(sorted(self._jobs.items()))
 
     def pin(self, batch: list[Job], batch_id: str) -> None:
         """The batch's composition is fixed: a retry re-sends exactly these jobs under this id."""
@@ -167,3 +174,4 @@ class Window:
         for job in batch:
             job.attempts = attempts
             self._jobs.pop(job.id, None)
+            self._in_flight_jobs.pop(job.id, None)

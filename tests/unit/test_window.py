@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from relay.delivery.window import Window
 from relay.store.models import Job
 
@@ -114,3 +117,66 @@ def test_forget_keeps_only_what_is_in_flight_and_reads_the_store_again() -> None
     window.end(batch)
     window.hold(batch, until=9.0)
     assert window.next_batch(10, now=1.0) == ([], 9.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    keys=st.lists(st.sampled_from(["a", "b", "c", None]), min_size=1, max_size=40),
+    plan=st.lists(st.tuples(st.integers(1, 5), st.sampled_from(["delivered", "retry", "hold"]),
+                            st.booleans()), max_size=60),
+)
+def test_any_sequence_of_sends_keeps_key_order_and_loses_nothing(
+        keys: list[str | None], plan: list[tuple[int, str, bool]]) -> None:
+    """Batches start and end in any interleaving, each delivered, retried or held: no job starts
+    while an earlier job of its key is unfinished and not ahead of it in the same batch, batches
+    are in id order, and every job is delivered once in the end."""
+    window = filled(*(job(i, key, partition=i % 2) for i, key in enumerate(keys, start=1)))
+    key_of = dict(enumerate(keys, start=1))
+    delivered: list[int] = []
+    in_flight: list[list[Job]] = []
+    now = 0.0
+
+    def start(size: int) -> None:
+        batch, _ = window.next_batch(size, now)
+        if not batch:
+            return
+        assert ids(batch) == sorted(ids(batch))
+        unfinished = {i for i in key_of if i not in delivered}
+        for position, started in enumerate(batch):
+            earlier = {i for i in unfinished if i < started.id and key_of[i] is not None
+                       and key_of[i] == started.ordering_key}
+            assert earlier <= set(ids(batch[:position])), f"job {started.id} overtook {earlier}"
+        window.begin(batch)
+        in_flight.append(batch)
+
+    def finish(outcome: str, settle_first: bool) -> None:
+        batch = in_flight.pop(0)
+        if outcome == "delivered":
+            settle = lambda: window.settled(batch, attempts=1)  # noqa: E731
+        elif outcome == "retry":
+            settle = lambda: window.retry_at(batch, now + 1.0, 1, f"msg_{batch[0].id}")  # noqa: E731
+        else:
+            settle = lambda: window.hold(batch, now + 1.0)  # noqa: E731
+        if settle_first:
+            settle()
+            window.end(batch)
+        else:
+            window.end(batch)
+            settle()
+        if outcome == "delivered":
+            delivered.extend(ids(batch))
+
+    for size, outcome, settle_first in plan:
+        start(size)
+        if in_flight and (outcome != "delivered" or settle_first):
+            finish(outcome, settle_first)
+        now += 0.5
+    for _ in range(10 * len(keys) + 10):  # then everything succeeds
+        while in_flight:
+            finish("delivered", True)
+        now += 1.0
+        start(5)
+        if not in_flight and not len(window):
+            break
+    assert sorted(delivered) == list(key_of), "every job delivered exactly once"
+    assert len(window) == 0
