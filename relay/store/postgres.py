@@ -144,9 +144,11 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, box: SecretBox, readers: int = 4) -> None:
         super().__init__(box, ArrayBulk())
         self._pool = AsyncConnectionPool(
-            url, min_size=1, max_size=readers + 1, open=False, timeout=_CONNECT_TIMEOUT,
+            url, min_size=1, max_size=readers + 2, open=False, timeout=_CONNECT_TIMEOUT,
             kwargs={"autocommit": True, "application_name": "relay"}, configure=_configure)
         self._writing = asyncio.Lock()  # one write transaction at a time, in arrival order
+        # Ingest's persists take turns among themselves, beside the other writes (see _write_ingest).
+        self._ingesting = asyncio.Lock()
         # Window loads take at most readers - 1 connections: one is always left for the other reads.
         self._bulk_reads = asyncio.Semaphore(max(1, readers - 1))
 
@@ -170,6 +172,16 @@ class PostgresStore(SqlStore):
     async def _write(self, fn: Callable[[Connection], T]) -> T:
         return await self._transaction(fn, pipelined=False)
 
+    async def _write_ingest(self, fn: Callable[[Connection], T]) -> T:
+        """Ingest's persist on a connection of its own, while pins and results commit on another.
+
+        One writer held its lock ~93 % of a batched drain (persist 103 ms per 2,000 events, a pin
+        group 39 ms, a result group 47 ms), mostly waiting for the server: pins and results waited
+        behind persists they have nothing to do with. A persist only adds rows (and skips those that
+        exist) while pins and results update rows persisted earlier, so neither waits on the
+        other's row locks; several instances run exactly this mix already."""
+        return await self._transaction(fn, pipelined=False, lock=self._ingesting)
+
     async def _write_pipelined(self, fn: Callable[[Connection], T]) -> T:
         """Every statement of the transaction, BEGIN and COMMIT among them, sent without waiting
         for the one before: each wait is a trip through a busy event loop, and a batch pin (BEGIN,
@@ -177,8 +189,9 @@ class PostgresStore(SqlStore):
         a transaction that failed that way runs again without the pipeline (see ``_transaction``)."""
         return await self._transaction(fn, pipelined=True)
 
-    async def _transaction(self, fn: Callable[[Connection], T], pipelined: bool) -> T:
-        async with self._writing:
+    async def _transaction(self, fn: Callable[[Connection], T], pipelined: bool,
+                           lock: asyncio.Lock | None = None) -> T:
+        async with lock or self._writing:
             for attempt in range(_WRITE_ATTEMPTS):
                 try:
                     async with self._pool.connection() as conn:

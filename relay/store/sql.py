@@ -99,6 +99,11 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         commit) in exchange for sending the transaction in one go (PostgreSQL: postgres.py)."""
         return await self._write(fn)
 
+    async def _write_ingest(self, fn: Callable[[Connection], T]) -> T:
+        """``_write`` for ingest's persist, which only ever adds rows and is awaited one at a time:
+        an engine that can run two transactions at once may run it beside the other writes."""
+        return await self._write(fn)
+
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         raise NotImplementedError
 
@@ -553,7 +558,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         try:
             # Not pipelined: a refused record must raise its own error to be told from an outage
             # (a pipeline may report it as "aborted", an OperationalError).
-            inserted = await self._write(run)
+            inserted = await self._write_ingest(run)
         except self.REJECTED_ERRORS as exc:
             raise RecordRejected(f"{type(exc).__name__}: {exc}") from exc
         except self.UNAVAILABLE_ERRORS as exc:

@@ -4,7 +4,8 @@ PostgreSQL in its pass):
 - window loads never hold up the other reads (the API's among them): with 200 callbacks filling
   their windows at once, a console request used to wait 1.7 s behind them;
 - batch pins that wait for the writer together are written in one transaction, and share its
-  outcome."""
+  outcome;
+- on PostgreSQL, ingest's persists do not wait behind the other writes."""
 
 from __future__ import annotations
 
@@ -142,3 +143,18 @@ async def test_a_pin_group_shares_its_outcome(store: SqlStore) -> None:
     await store.assign_batch("msg_c", job_ids[2:])  # the next group is a new transaction
     rows = await store._read(lambda c: c.execute("SELECT batch_id FROM jobs ORDER BY id").fetchall())
     assert [row[0] for row in rows] == [None, None, "msg_c", "msg_c"], "the failed group wrote nothing"
+
+
+async def test_ingest_persists_while_another_write_is_held(store: SqlStore) -> None:
+    """PostgreSQL gives ingest's persist a connection of its own: it does not queue behind pins,
+    results or registry writes (nor they behind it)."""
+    if not isinstance(store, PostgresStore):
+        pytest.skip("SQLite writes through one connection by design")
+    with Gate(postgres=True) as gate:
+        busy = asyncio.create_task(store._write(gate.held()))
+        await asyncio.sleep(0)
+        job_ids = await asyncio.wait_for(_jobs(store, 5), timeout=10)
+        assert not busy.done(), "the other write was held all along"
+        gate.open()
+        await asyncio.wait_for(busy, timeout=30)
+    assert len(job_ids) == 5
