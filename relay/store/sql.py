@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import orjson
@@ -80,9 +80,15 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         """Open connections and apply pending migrations (each store its own way)."""
         raise NotImplementedError
 
-    def _insert_jobs(self, c: Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
+    def _insert_events(self, c: Connection, events: Sequence[IncomingEvent], now: float) -> dict[str, int]:
+        """The events this transaction added, id to ``seq`` (``RETURNING``): an id that exists
+        already, or came earlier in the batch, is skipped."""
+        return dict(self._bulk.insert_returning(c, "events", EVENT_COLUMNS, event_rows(events, now),
+                                                f"{EVENT_CONFLICT} RETURNING id, seq"))
+
+    def _insert_jobs(self, c: Connection, jobs: Sequence[NewJob], seqs: Mapping[str, int], now: float) -> list[Job]:
         """Only jobs that did not exist come back, with their ids (``RETURNING``)."""
-        return pending_jobs(self._bulk.insert_returning(c, "jobs", JOB_COLUMNS, job_rows(jobs, now),
+        return pending_jobs(self._bulk.insert_returning(c, "jobs", JOB_COLUMNS, job_rows(jobs, seqs, now),
                                                         f"{JOB_CONFLICT} RETURNING {JOB_RETURNED}"))
 
     async def close(self) -> None:
@@ -528,21 +534,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         now = time.time()
 
         def run(c: Connection) -> list[Job]:
-            if events:
-                self._bulk.insert(
-                    c, "events",
-                    ("id", "account_id", "type", "mid", "timestamp_ms", "subscriber_key", "message_key", "body",
-                     "topic", "partition", "offset", "received_at", "traceparent"),
-                    [
-                        (
-                            i.event.id, i.account_id, i.event.type, i.event.mid, i.event.timestamp_ms,
-                            i.event.subscriber_key, i.event.message_key, i.event.body, i.topic, i.partition,
-                            i.offset, now, i.traceparent,
-                        )
-                        for i in events
-                    ],
-                    "ON CONFLICT (id) DO NOTHING",
-                )
+            added = self._insert_events(c, events, now) if events else {}
             if quarantined:
                 self._bulk.insert(
                     c, "quarantine",
@@ -553,7 +545,8 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                     ],
                     'ON CONFLICT (topic, partition, "offset") DO NOTHING',
                 )
-            return self._insert_jobs(c, jobs, now)
+            # An event that was there already (its record read again) got its jobs when it was added.
+            return self._insert_jobs(c, [job for job in jobs if job.event_id in added], added, now)
 
         try:
             # Not pipelined: a refused record must raise its own error to be told from an outage
@@ -563,7 +556,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             raise RecordRejected(f"{type(exc).__name__}: {exc}") from exc
         except self.UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-        by_id = {i.event.id: i for i in events}
+        by_id = {i.event.id: i for i in reversed(events)}  # the first of an id is the one stored
         for job in inserted:
             incoming = by_id[job.event_id]
             job.body = incoming.event.body
@@ -613,7 +606,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         where, params = _owned("j.", partitions)
         rows = await self._read_bulk(
             lambda c: c.execute(
-                f"SELECT {_JOB.sql} FROM jobs j JOIN events e ON e.id = j.event_id "
+                f"SELECT {_JOB.sql} FROM jobs j JOIN events e ON e.seq = j.event_seq "
                 f"WHERE j.callback_id = ? AND j.state = 'pending' AND j.id > ?{where} "
                 "ORDER BY j.id LIMIT ?",
                 (callback_id, after_id, *params, limit),
@@ -737,15 +730,24 @@ def _bump_version(c: Connection) -> None:
     bump_counter(c, "registry_version")
 
 
-JOB_COLUMNS = ("event_id", "callback_id", "ordering_key", "topic", "partition", "next_attempt_at", "created_at",
-               "state", "held_by")
-JOB_CONFLICT = "ON CONFLICT (event_id, callback_id) DO NOTHING"
+EVENT_COLUMNS = ("id", "account_id", "type", "mid", "timestamp_ms", "subscriber_key", "message_key", "body",
+                 "topic", "partition", "offset", "received_at", "traceparent")
+EVENT_CONFLICT = "ON CONFLICT (id) DO NOTHING"
+JOB_COLUMNS = ("event_seq", "event_id", "callback_id", "ordering_key", "topic", "partition", "next_attempt_at",
+               "created_at", "state", "held_by")
+JOB_CONFLICT = "ON CONFLICT (event_seq, callback_id) DO NOTHING"
 # What pending_jobs reads back: by RETURNING, or by a SELECT where RETURNING is too costly.
 JOB_RETURNED = "id, event_id, callback_id, ordering_key, created_at, state, topic, partition"
 
 
-def job_rows(jobs: Sequence[NewJob], now: float) -> list[tuple[Any, ...]]:
-    return [(job.event_id, job.callback_id, job.ordering_key, job.topic, job.partition, now, now,
+def event_rows(events: Sequence[IncomingEvent], now: float) -> list[tuple[Any, ...]]:
+    return [(i.event.id, i.account_id, i.event.type, i.event.mid, i.event.timestamp_ms, i.event.subscriber_key,
+             i.event.message_key, i.event.body, i.topic, i.partition, i.offset, now, i.traceparent) for i in events]
+
+
+def job_rows(jobs: Sequence[NewJob], seqs: Mapping[str, int], now: float) -> list[tuple[Any, ...]]:
+    """Rows in ``JOB_COLUMNS`` order; ``seqs`` holds each job's event ``seq`` by event id."""
+    return [(seqs[job.event_id], job.event_id, job.callback_id, job.ordering_key, job.topic, job.partition, now, now,
              "pending" if job.held_by is None else "held", job.held_by) for job in jobs]
 
 

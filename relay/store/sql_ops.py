@@ -28,7 +28,7 @@ from relay.store.views import (
 T = TypeVar("T")
 
 _DEADLETTER_FROM = (
-    " FROM deadletters d JOIN jobs j ON j.id = d.job_id JOIN events e ON e.id = j.event_id "
+    " FROM deadletters d JOIN jobs j ON j.id = d.job_id JOIN events e ON e.seq = j.event_seq "
     "JOIN callbacks c ON c.id = d.callback_id"
 )
 _DEADLETTER = Columns(
@@ -205,8 +205,8 @@ class SqlOperations:
             jobs: dict[str, list[JobState]] = {}
             if events:
                 for row in c.execute(
-                        f"SELECT event_id, {_JOB_STATE.sql} FROM jobs WHERE event_id IN ({marks(len(events))}) "
-                        "ORDER BY id",
+                        f"SELECT e.id, {_JOB_STATE.sql} FROM jobs j JOIN events e ON e.seq = j.event_seq "
+                        f"WHERE e.id IN ({marks(len(events))}) ORDER BY j.id",
                         [e[0] for e in events]).fetchall():
                     jobs.setdefault(row[0], []).append(_JOB_STATE.build(row[1:]))
             return [MessageEvent(event_id, kind, ts, bytes(body), tuple(jobs.get(event_id, ())), trace)
@@ -219,7 +219,7 @@ class SqlOperations:
                            event_types: Sequence[str] | None) -> int:
         where, params = _routed_filter(callback_id, since_ms, until_ms, event_types)
         row = await self._read(lambda c: c.execute(
-            f"SELECT COUNT(*) FROM jobs j JOIN events e ON e.id = j.event_id WHERE {where}", params).fetchone())
+            f"SELECT COUNT(*) FROM jobs j JOIN events e ON e.seq = j.event_seq WHERE {where}", params).fetchone())
         return int(row[0])
 
     async def routed_page(self, callback_id: str, since_ms: int, until_ms: int, event_types: Sequence[str] | None,
@@ -228,7 +228,7 @@ class SqlOperations:
         order per partition, so per-key order holds), whatever became of them."""
         where, params = _routed_filter(callback_id, since_ms, until_ms, event_types)
         rows = await self._read(lambda c: c.execute(
-            f"SELECT {_STORED_DELIVERY.sql} FROM jobs j JOIN events e ON e.id = j.event_id "
+            f"SELECT {_STORED_DELIVERY.sql} FROM jobs j JOIN events e ON e.seq = j.event_seq "
             f"WHERE {where} AND j.id > ? ORDER BY j.id LIMIT ?", (*params, after_job_id, limit)).fetchall())
         return _STORED_DELIVERY.build_all(rows)
 
@@ -268,12 +268,12 @@ class SqlOperations:
                 "DELETE FROM deadletters WHERE id IN (SELECT id FROM deadletters WHERE created_at < ? LIMIT ?)",
                 (deadletters_before, batch)).rowcount
             jobs = c.execute(
-                "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j JOIN events e ON e.id = j.event_id "
+                "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j JOIN events e ON e.seq = j.event_seq "
                 "WHERE e.received_at < ? AND j.state IN ('delivered', 'dropped') LIMIT ?)",
                 (events_before, batch)).rowcount
             events = c.execute(
                 "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < ? "
-                "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id) LIMIT ?)",
+                "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_seq = e.seq) LIMIT ?)",
                 (events_before, batch)).rowcount
             return {"attempts": attempts, "deadletters": dead, "jobs": jobs, "events": events}
 

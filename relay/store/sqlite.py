@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -22,8 +22,19 @@ import structlog
 from relay.crypto import SecretBox
 from relay.store.bulk import ValuesBulk
 from relay.store.migrations import SQLITE_MIGRATIONS
-from relay.store.models import Job, NewJob
-from relay.store.sql import JOB_COLUMNS, JOB_CONFLICT, JOB_RETURNED, Connection, SqlStore, job_rows, pending_jobs
+from relay.store.models import IncomingEvent, Job, NewJob
+from relay.store.sql import (
+    EVENT_COLUMNS,
+    EVENT_CONFLICT,
+    JOB_COLUMNS,
+    JOB_CONFLICT,
+    JOB_RETURNED,
+    Connection,
+    SqlStore,
+    event_rows,
+    job_rows,
+    pending_jobs,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger("relay.store")
@@ -62,7 +73,7 @@ class SqliteStore(SqlStore):
         os.chmod(self._path, 0o600)
         loop = asyncio.get_running_loop()
         self._write_conn = await loop.run_in_executor(self._writer, self._connect)
-        await self._write(_migrate)
+        await loop.run_in_executor(self._writer, _migrate, self._write_conn)
         await loop.run_in_executor(self._writer, self._write_conn.execute,
                                    f"PRAGMA wal_autocheckpoint={_BACKSTOP_PAGES}")
         await self._reader.open(self._connect)
@@ -81,16 +92,25 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA journal_size_limit=67108864")
         return conn
 
-    def _insert_jobs(self, c: Connection, jobs: Sequence[NewJob], now: float) -> list[Job]:
+    def _insert_events(self, c: Connection, events: Sequence[IncomingEvent], now: float) -> dict[str, int]:
+        """Without ``RETURNING`` (see ``_insert_jobs``): the events' ``seq`` is AUTOINCREMENT too."""
+        before = _sequence(c, "events")
+        written = self._bulk.insert_counted(c, "events", EVENT_COLUMNS, event_rows(events, now), EVENT_CONFLICT)
+        after = _sequence(c, "events")
+        if written != len(events) or after - before != written:
+            return dict(c.execute("SELECT id, seq FROM events WHERE seq > ?", (before,)).fetchall())
+        return {incoming.event.id: seq for seq, incoming in zip(range(before + 1, after + 1), events, strict=True)}
+
+    def _insert_jobs(self, c: Connection, jobs: Sequence[NewJob], seqs: Mapping[str, int], now: float) -> list[Job]:
         """Without ``RETURNING``, which steps (and trades the GIL) once per row: in one transaction
         of the one writer, AUTOINCREMENT hands out consecutive ids in VALUES order, so when every
         row went in and the sequence moved by exactly that many, the rows have the next ids. Only
         when some existed already (a batch read again) are the new ones read back."""
         if not jobs:
             return []
-        before = _jobs_sequence(c)
-        written = self._bulk.insert_counted(c, "jobs", JOB_COLUMNS, job_rows(jobs, now), JOB_CONFLICT)
-        after = _jobs_sequence(c)
+        before = _sequence(c, "jobs")
+        written = self._bulk.insert_counted(c, "jobs", JOB_COLUMNS, job_rows(jobs, seqs, now), JOB_CONFLICT)
+        after = _sequence(c, "jobs")
         if written != len(jobs) or after - before != written:
             return pending_jobs(c.execute(
                 f"SELECT {JOB_RETURNED} FROM jobs WHERE id > ?", (before,)
@@ -226,17 +246,35 @@ class _Checkpointer:
         self._executor.shutdown(wait=True)
 
 
-def _jobs_sequence(c: Connection) -> int:
-    row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
+def _sequence(c: Connection, table: str) -> int:
+    """The last id AUTOINCREMENT handed out in ``table`` (0 before the first)."""
+    row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
     return int(row[0]) if row else 0
 
 
-def _migrate(c: Connection) -> None:
-    current = c.execute("PRAGMA user_version").fetchone()[0]
-    for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
-        if version <= current:
-            continue
-        for statement in script.split(";"):
-            if statement.strip():
-                c.execute(statement)
-        c.execute(f"PRAGMA user_version = {version}")
+def _migrate(c: sqlite3.Connection) -> None:
+    """Pending migrations in one transaction, with foreign keys off: rebuilding a table that another
+    references (SQLite's only way to change its keys) drops it first, which a foreign key refuses
+    even when the rebuilt table holds every referenced row. ``foreign_key_check`` stands in for the
+    checks that were off, before the commit."""
+    c.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set before BEGIN
+    try:
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            current = c.execute("PRAGMA user_version").fetchone()[0]
+            for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                for statement in script.split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+                c.execute(f"PRAGMA user_version = {version}")
+            broken = c.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise sqlite3.IntegrityError(f"migration left rows without their referenced row: {broken[:5]}")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+    finally:
+        c.execute("PRAGMA foreign_keys=ON")

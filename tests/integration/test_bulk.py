@@ -87,9 +87,10 @@ def _normal(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
 def test_values_and_arrays_write_the_same_rows(engines: list[tuple[Bulk, Any]], first: list[tuple[Any, ...]],
                                                second: list[tuple[Any, ...]], attempts: list[tuple[Any, ...]],
                                                batch: str, dues: list[int | float]) -> None:
-    tag = f"r{next(_round)}-"  # each example its own event ids, in tables shared by all examples
-    first = [(tag + row[0], *row[1:]) for row in first]
-    second = [(tag + row[0], *row[1:]) for row in second]
+    number = next(_round)
+    tag = f"r{number}-"  # each example its own event ids and seqs, in tables shared by all examples
+    first = [(number * 8 + "abcdefgh".index(row[0]), tag + row[0], *row[1:]) for row in first]
+    second = [(number * 8 + "abcdefgh".index(row[0]), tag + row[0], *row[1:]) for row in second]
     seen: list[Any] = []
     for bulk, c in engines:
         returned = bulk.insert_returning(c, "jobs", JOB_COLUMNS, first, f"{JOB_CONFLICT} RETURNING {JOB_RETURNED}")
@@ -108,12 +109,12 @@ def test_values_and_arrays_write_the_same_rows(engines: list[tuple[Bulk, Any]], 
                            (tag + "%",)).fetchall()
         seen.append((_normal(row[1:] for row in returned), written, _normal(stored), _normal(logged)))
 
-    firsts = {row[:2]: row for row in reversed(first)}  # the first of each key wins, later ones conflict
+    firsts = {row[:3]: row for row in reversed(first)}  # the first of each key wins, later ones conflict
     expected = _normal((event, callback, key, created, state, topic, partition)
-                       for event, callback, key, topic, partition, _, created, state, _ in firsts.values())
+                       for _, event, callback, key, topic, partition, _, created, state, _ in firsts.values())
     assert seen[0][0] == expected
-    assert seen[0][1] == len({row[:2] for row in second} - set(firsts))
-    assert len(seen[0][2]) == len(firsts.keys() | {row[:2] for row in second})
+    assert seen[0][1] == len({row[:3] for row in second} - set(firsts))
+    assert len(seen[0][2]) == len(firsts.keys() | {row[:3] for row in second})
     assert all(row[-2:] == (batch, 2.0) for row in seen[0][2])
     assert len(seen[0][3]) == len(attempts)
     assert seen[1] == seen[0]
