@@ -17,6 +17,7 @@ CONFLICT …``, ``RETURNING …``); a ``Bulk`` says how the rows travel.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Protocol
@@ -77,6 +78,17 @@ class ValuesBulk:
                          tail: str) -> list[Any]:
         return [row for sql, params in self._statements(table, columns, rows, tail)
                 for row in c.execute(sql, params).fetchall()]
+
+    def insert_last(self, c: sqlite3.Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                    tail: str = "") -> tuple[int, int]:
+        """``insert_counted``, and the rowid of the last row the connection wrote: ids for the
+        rows without ``RETURNING`` (see ``SqliteStore._insert_jobs``) and without another statement."""
+        written = last = 0
+        for sql, params in self._statements(table, columns, rows, tail):
+            cursor = c.execute(sql, params)
+            written += cursor.rowcount
+            last = cursor.lastrowid or last
+        return written, last
 
     def update(self, c: Connection, alias: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                update: str, params: Sequence[Any] = ()) -> None:

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 
@@ -50,7 +50,8 @@ class SqliteStore(SqlStore):
     UNAVAILABLE_ERRORS = (sqlite3.OperationalError,)
 
     def __init__(self, path: str | Path, box: SecretBox) -> None:
-        super().__init__(box, ValuesBulk())
+        self._bulk: ValuesBulk = ValuesBulk()
+        super().__init__(box, self._bulk)
         self._path = str(path)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._write_conn: sqlite3.Connection | None = None
@@ -93,31 +94,33 @@ class SqliteStore(SqlStore):
         return conn
 
     def _insert_events(self, c: Connection, events: Sequence[IncomingEvent], now: float) -> dict[str, int]:
-        """Without ``RETURNING`` (see ``_insert_jobs``): the events' ``seq`` is AUTOINCREMENT too."""
-        before = _sequence(c, "events")
-        written = self._bulk.insert_counted(c, "events", EVENT_COLUMNS, event_rows(events, now), EVENT_CONFLICT)
-        after = _sequence(c, "events")
-        if written != len(events) or after - before != written:
-            return dict(c.execute("SELECT id, seq FROM events WHERE seq > ?", (before,)).fetchall())
-        return {incoming.event.id: seq for seq, incoming in zip(range(before + 1, after + 1), events, strict=True)}
+        """Without ``RETURNING``, like ``_insert_jobs``: ``seq`` is AUTOINCREMENT too."""
+        written, last = self._insert_last(c, "events", EVENT_COLUMNS, event_rows(events, now), EVENT_CONFLICT)
+        if written == len(events):
+            return {incoming.event.id: seq for seq, incoming in zip(range(last - written + 1, last + 1), events,
+                                                                    strict=True)}
+        return dict(c.execute("SELECT id, seq FROM events ORDER BY seq DESC LIMIT ?", (written,)).fetchall())
 
     def _insert_jobs(self, c: Connection, jobs: Sequence[NewJob], seqs: Mapping[str, int], now: float) -> list[Job]:
-        """Without ``RETURNING``, which steps (and trades the GIL) once per row: in one transaction
-        of the one writer, AUTOINCREMENT hands out consecutive ids in VALUES order, so when every
-        row went in and the sequence moved by exactly that many, the rows have the next ids. Only
-        when some existed already (a batch read again) are the new ones read back."""
+        """Without ``RETURNING``, which steps (and trades the GIL) once per row. In a transaction of
+        the one writer, AUTOINCREMENT hands out ids above every id before it, one after another in
+        VALUES order: when every row went in, they have the ids up to the last one written, and
+        when some existed already (a batch read again), the new ones are the newest in the table."""
         if not jobs:
             return []
-        before = _sequence(c, "jobs")
-        written = self._bulk.insert_counted(c, "jobs", JOB_COLUMNS, job_rows(jobs, seqs, now), JOB_CONFLICT)
-        after = _sequence(c, "jobs")
-        if written != len(jobs) or after - before != written:
+        written, last = self._insert_last(c, "jobs", JOB_COLUMNS, job_rows(jobs, seqs, now), JOB_CONFLICT)
+        if written != len(jobs):
             return pending_jobs(c.execute(
-                f"SELECT {JOB_RETURNED} FROM jobs WHERE id > ?", (before,)
+                f"SELECT {JOB_RETURNED} FROM jobs ORDER BY id DESC LIMIT ?", (written,)
             ).fetchall())
         return [Job(job_id, job.event_id, job.callback_id, job.ordering_key, b"", now, 0, now, topic=job.topic,
                     partition=job.partition)
-                for job_id, job in zip(range(before + 1, after + 1), jobs, strict=True) if job.held_by is None]
+                for job_id, job in zip(range(last - written + 1, last + 1), jobs, strict=True)
+                if job.held_by is None]
+
+    def _insert_last(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                     tail: str) -> tuple[int, int]:
+        return self._bulk.insert_last(cast(sqlite3.Connection, c), table, columns, rows, tail)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -244,12 +247,6 @@ class _Checkpointer:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
             self._conn = None
         self._executor.shutdown(wait=True)
-
-
-def _sequence(c: Connection, table: str) -> int:
-    """The last id AUTOINCREMENT handed out in ``table`` (0 before the first)."""
-    row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-    return int(row[0]) if row else 0
 
 
 def _migrate(c: sqlite3.Connection) -> None:
