@@ -392,7 +392,7 @@ class Ingest:
                                      route.held_by, topic=tp.topic)
                               for route in index.route(event, account_id)]
                 # The parsed dict is routing's alone, and most of what a record holds while it
-                # waits to be stored: 19 MB of peak RSS at 8,000 records per fetch.
+                # waits to be stored (at 8,000 records per fetch, 19 MB of peak RSS).
                 write.event = IncomingEvent(msgspec.structs.replace(event, data=_ROUTED), account_id, tp.topic,
                                             tp.partition, record.offset, trace)
         return writes
