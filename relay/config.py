@@ -204,6 +204,9 @@ class Settings:
     metrics_per_callback: bool = setting(True, _bool,
         "Label delivery metrics by callback id; false sums them under callback_id=\"all\" (many callbacks).")
     admin_key: str = setting("", _str, "Admin API key: creates accounts and their keys. Empty disables admin routes.")
+    api_key_cache: float = setting(1.0, _seconds,
+        "How long this instance remembers the account of an API key it has seen. A key revoked through another "
+        "instance is still accepted here for at most this long; 0 looks every request's key up in the store.")
     master_key: str = setting("", _str, "Base64 32-byte key encrypting secrets at rest; empty: generated in data_dir.")
     url_allowlist: tuple[str, ...] = setting((), _allowlist,
         "Hosts/CIDRs allowed despite the SSRF rules; http:// only for these.")

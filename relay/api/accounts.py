@@ -98,4 +98,5 @@ async def revoke_key(request: web.Request) -> web.Response:
     ctx = context(request)
     account = await ctx.store.get_account(request.match_info["id"])
     await ctx.store.revoke_api_key(account.id, request.match_info["key_id"], ctx.clock())
+    ctx.keys.forget_account(account.id)
     return web.Response(status=204)

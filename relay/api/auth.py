@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.context import context
+from relay.api.context import ApiContext, context
 from relay.api.errors import ApiError
 from relay.crypto import hash_api_key
 from relay.store.models import Account
@@ -34,13 +34,23 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         request[ACCOUNT] = None
         return await handler(request)
     key_hash = hash_api_key(token)
-    account = await context(request).store.account_for_key(key_hash)
+    account = await _account_for_key(context(request), key_hash)
     if account is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
     request[ADMIN] = False
     request[ACCOUNT] = account
     request[KEY_HASH] = key_hash
     return await handler(request)
+
+
+async def _account_for_key(ctx: ApiContext, key_hash: str) -> Account | None:
+    now = ctx.clock()
+    account = ctx.keys.get(key_hash, now)
+    if account is None:
+        account = await ctx.store.account_for_key(key_hash)
+        if account is not None:
+            ctx.keys.put(key_hash, account, now)
+    return account
 
 
 async def still_authorized(request: web.Request) -> bool:

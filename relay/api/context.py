@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from relay.api.errors import ApiError
+from relay.api.key_cache import KeyCache
 from relay.config import Settings
 from relay.delivery.endpoint import EndpointSender
 from relay.delivery.http import DeliveryClient
@@ -30,6 +31,10 @@ class ApiContext:
     in_flight: Callable[[str], int] | None = None  # POSTs in flight to a callback from this instance
     operations: OperationRunner | None = None
     sender: EndpointSender | None = None
+    keys: KeyCache = field(init=False)  # accounts of API keys, for settings.api_key_cache seconds
+
+    def __post_init__(self) -> None:
+        self.keys = KeyCache(self.settings.api_key_cache)
 
 
 CONTEXT = web.AppKey("relay_context", ApiContext)

@@ -179,6 +179,35 @@ async def test_api_keys_are_several_per_account_and_revocable(relay: RelayHarnes
         await second.close()
 
 
+async def test_a_key_revoked_through_another_instance_stops_working_here_within_the_cache_time(
+        kafka: KafkaBroker, tmp_path: Path) -> None:
+    """This instance remembers a key's account for ``api_key_cache``; a revocation it did not see
+    itself (written to the store, as another instance would) takes effect once that has passed."""
+    offset = [0.0]
+    harness = RelayHarness(settings_for(kafka.bootstrap, tmp_path, api_key_cache=60),
+                           clock=lambda: time.time() + offset[0])
+    await harness.start()
+    try:
+        tenant = await harness.tenant()
+        account_id = tenant.account["id"]
+        _, key = await harness.admin.call("POST", f"/v1/accounts/{account_id}/keys", {"name": "elsewhere"},
+                                          expect=201)
+        other = type(tenant.api)(harness.base, key["apiKey"])
+        try:
+            await other.call("GET", "/v1/callbacks", expect=200)
+            assert harness.relay is not None
+            await harness.relay.store.revoke_api_key(account_id, key["keyId"], time.time())
+            await other.call("GET", "/v1/callbacks", expect=200)  # remembered: the store is not asked
+            offset[0] = 61
+            status, _ = await other.call("GET", "/v1/callbacks")
+            assert status == 401, "the remembered account expires with the cache time"
+            await tenant.api.call("GET", "/v1/callbacks", expect=200)
+        finally:
+            await other.close()
+    finally:
+        await harness.close()
+
+
 async def test_subscription_changes_reach_routing_without_a_restart(
         relay: RelayHarness, receiver: RecordingReceiver) -> None:
     """No manual refresh: the router reloads by itself (every 0.5 s; waited for, not slept on)."""
