@@ -58,17 +58,6 @@ _PLAN_SLICE = 256  # records planned between two yields to the loop (~5 ms)
 _MAX_UNCOMMITTED = 8  # persisted batches whose offsets no commit has taken yet
 
 
-def fetch_size(settings: Settings, behind: int) -> int:
-    """Records to take with the next fetch. Keeping up, ``fetch_max_records``: an event waits for
-    its whole batch to be stored. With a backlog of more than ten such batches, the larger
-    ``backlog_fetch_max_records``: a store transaction's random index inserts dirty pages it writes
-    back once, so larger ones cost less per event (measured: 5,000 against 2,000 drained a backlog
-    6-10 % faster, and slowed the live p50/p99 at 10,000 events/s from 77/158 to 107/178 ms)."""
-    if behind > 10 * settings.fetch_max_records:
-        return max(settings.fetch_max_records, settings.backlog_fetch_max_records)
-    return settings.fetch_max_records
-
-
 class IngestStopped(Exception):
     """Stop was asked while a batch waited for the store: it is left uncommitted, to be read again."""
 
@@ -105,7 +94,6 @@ class Ingest:
         self._clock = clock
         self._accepted = accepted_event_types(settings.extra_event_types)
         self._consumer: AIOKafkaConsumer | None = None
-        self._fetch_size = settings.fetch_max_records
         self._supervisor = supervisor
         self._telemetry = telemetry or Telemetry()
         self._task: asyncio.Task[None] | None = None
@@ -207,9 +195,10 @@ class Ingest:
         try:
             while not self._stopping:
                 try:
-                    batch = await self._consumer.getmany(timeout_ms=200, max_records=self._fetch_size)
+                    batch = await self._consumer.getmany(
+                        timeout_ms=200, max_records=self._settings.fetch_max_records
+                    )
                     if batch:
-                        self._fetch_size = fetch_size(self._settings, self._behind(batch))
                         await self._hand_to_writer(batch, await self._plan(batch))
                 except asyncio.CancelledError:
                     raise
@@ -229,17 +218,6 @@ class Ingest:
             return
         finally:
             await self._settle_writer()
-
-    def _behind(self, batch: Batch) -> int:
-        """Records between this batch's last offsets and the ends of its partitions (as the broker
-        reported them with the fetch): no request of its own."""
-        assert self._consumer is not None
-        behind = 0
-        for tp, records in batch.items():
-            end = self._consumer.highwater(tp)
-            if end is not None and records:
-                behind += max(0, end - records[-1].offset - 1)
-        return behind
 
     async def _hand_to_writer(self, batch: Batch, writes: list[RecordWrite]) -> None:
         """Start writing this batch once the one before is in the store. Waiting for its offset
@@ -355,7 +333,6 @@ class Ingest:
         # gets back from waiting for it, and a record read again is counted again.
         events = [w.event.event for w in writes if w.event is not None]
         METRICS.records_consumed.inc(len(writes))
-        METRICS.ingest_batch_records.observe(len(writes))
         METRICS.records_quarantined.inc(len(quarantined))
         METRICS.events_unrouted.inc(sum(1 for w in writes if w.event is None and w.quarantine is None))
         METRICS.jobs_created.inc(new_jobs)

@@ -71,10 +71,6 @@ class Metrics:
         self.consumer_lag = Gauge(
             "relay_consumer_lag", "Records behind the partition's high watermark.",
             ["topic", "partition"], multiprocess_mode="livesum", registry=r)
-        self.ingest_batch_records = Histogram(
-            "relay_ingest_batch_records", "Records per consumed batch (one store transaction): "
-            "fetch_max_records at most while ingest keeps up, backlog_fetch_max_records while a backlog waits.",
-            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000), registry=r)
         self.ingest_errors = Counter(
             "relay_ingest_errors_total",
             "Ingest failures by kind: store_unavailable (retried), store_rejected (batch split, "
