@@ -49,9 +49,10 @@ class SqliteStore(SqlStore):
     # "database is locked", "disk I/O error", "database or disk is full", "unable to open"
     UNAVAILABLE_ERRORS = (sqlite3.OperationalError,)
 
+    _bulk: ValuesBulk  # multi-row VALUES, and the last rowid written (``insert_last``)
+
     def __init__(self, path: str | Path, box: SecretBox) -> None:
-        self._bulk: ValuesBulk = ValuesBulk()
-        super().__init__(box, self._bulk)
+        super().__init__(box, ValuesBulk())
         self._path = str(path)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._write_conn: sqlite3.Connection | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,10 +34,15 @@ from relay.store.sqlite import SqliteStore
 from tests.helpers import postgres as pg_helpers
 
 
-def _open(tmp_path: Path, box: SecretBox) -> SqlStore:
+def _fresh_url(tmp_path: Path) -> str:
+    """An empty store's location on the suite's store."""
     if pg_helpers.testing_postgres():
-        return PostgresStore(pg_helpers.fresh_store_url(os.environ[pg_helpers.URL_VARIABLE]), box)
-    return SqliteStore(tmp_path / "relay.db", box)
+        return pg_helpers.fresh_store_url(os.environ[pg_helpers.URL_VARIABLE])
+    return str(tmp_path / "relay.db")
+
+
+def _store_at(url: str, box: SecretBox) -> SqlStore:
+    return PostgresStore(url, box) if pg_helpers.testing_postgres() else SqliteStore(url, box)
 
 
 def _incoming(name: str, offset: int) -> IncomingEvent:
@@ -60,13 +66,13 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 @pytest.fixture(scope="module")
 def shared_store(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqlStore]:
-    store = _open(tmp_path_factory.mktemp("keys"), SecretBox(os.urandom(32)))
+    store = _store_at(_fresh_url(tmp_path_factory.mktemp("keys")), SecretBox(os.urandom(32)))
     loop.run_until_complete(store.start())
     yield store
     loop.run_until_complete(store.close())
 
 
-_examples = iter(range(10**9))
+_examples = itertools.count()
 batches = st.lists(st.lists(st.tuples(st.integers(0, 5), st.sets(st.sampled_from(["cb1", "cb2", "cb3"]))),
                             max_size=8), min_size=1, max_size=4)
 
@@ -76,7 +82,7 @@ batches = st.lists(st.lists(st.tuples(st.integers(0, 5), st.sets(st.sampled_from
 def test_a_persist_adds_jobs_only_for_the_events_it_added(
         loop: asyncio.AbstractEventLoop, shared_store: SqlStore, batches: list[list[tuple[int, set[str]]]]) -> None:
     tag = f"x{next(_examples)}-"  # each example its own ids, in tables shared by all examples
-    offsets = iter(range(10**6))
+    offsets = itertools.count()
     first_routes: dict[str, set[str]] = {}  # what the first record of each id was routed to
     for batch in batches:
         events = [_incoming(f"{tag}{n}", next(offsets)) for n, _ in batch]
@@ -113,10 +119,6 @@ def _before_the_keys() -> Iterator[None]:
         yield
 
 
-def _store_at(url: str, box: SecretBox) -> SqlStore:
-    return PostgresStore(url, box) if pg_helpers.testing_postgres() else SqliteStore(url, box)
-
-
 _OLD_ROWS = (
     ("INSERT INTO events (id, account_id, type, mid, timestamp_ms, subscriber_key, message_key, body, topic, "
      'partition, "offset", received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
@@ -134,8 +136,7 @@ _OLD_ROWS = (
 
 async def test_a_store_from_before_the_keys_migrates_and_delivers_from_them(tmp_path: Path) -> None:
     box = SecretBox(os.urandom(32))
-    url = pg_helpers.fresh_store_url(os.environ[pg_helpers.URL_VARIABLE]) if pg_helpers.testing_postgres() \
-        else str(tmp_path / "relay.db")
+    url = _fresh_url(tmp_path)
 
     def write_old_rows(c: Any) -> None:
         for sql, rows in _OLD_ROWS:
