@@ -5,7 +5,7 @@ into the wrong field."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
@@ -17,7 +17,7 @@ class Columns(Generic[R]):
         any SQL expression (``body="e.body"``)."""
         self._record = record
         self.fields: tuple[str, ...] = (*names, *expressions)
-        self.sql = ", ".join([*(_quoted(n) for n in names), *expressions.values()])
+        self.sql = ", ".join([*(quoted(n) for n in names), *expressions.values()])
         # Fields declared in the record's own order are passed by position: a window load builds
         # thousands of jobs, and a keyword dict per row was 6 % of the relay's time under load.
         declared = tuple(f.name for f in dataclasses.fields(record)) if dataclasses.is_dataclass(record) else ()
@@ -32,5 +32,18 @@ class Columns(Generic[R]):
         return [self.build(row) for row in rows]
 
 
-def _quoted(name: str) -> str:
+class RowShape:
+    """The columns a query selects, and which hold floats or bytes: what an engine must know to carry
+    rows through a form of its own and give the values back exactly (``SqliteStore._read_rows``)."""
+
+    def __init__(self, names: Sequence[str], *, reals: Iterable[str] = (), blobs: Iterable[str] = ()) -> None:
+        self.names = tuple(names)
+        self.reals = frozenset(reals)
+        self.blobs = frozenset(blobs)
+        unknown = (self.reals | self.blobs) - set(self.names)
+        if unknown:
+            raise ValueError(f"not among the columns: {sorted(unknown)}")
+
+
+def quoted(name: str) -> str:
     return '"offset"' if name == "offset" else name

@@ -35,7 +35,7 @@ from relay.store.models import (
     Subscription,
 )
 from relay.store.pins import PinGroups
-from relay.store.rows import Columns
+from relay.store.rows import Columns, RowShape
 from relay.store.sql_durable import SqlDurableOperations
 from relay.store.sql_ops import SqlOperations, bump_counter
 
@@ -112,6 +112,11 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         raise NotImplementedError
+
+    async def _read_rows(self, sql: str, params: Sequence[Any], columns: RowShape) -> list[Sequence[Any]]:
+        """Every row of ``sql``, which selects ``columns`` in order: a listing the console asks for
+        while the relay is busy. An engine may fetch it in fewer steps than one per row."""
+        return await self._read(lambda c: c.execute(sql, params).fetchall())
 
     async def _read_bulk(self, fn: Callable[[Connection], T]) -> T:
         """A read the delivery engine makes hundreds of at once: every lane filling its window at
@@ -259,8 +264,8 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         if account_id is not None:
             sql += " WHERE account_id = ?"
             params = (account_id,)
-        rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
-        return [self._callback(row) for row in rows]
+        rows = await self._read_rows(sql, params, _CALLBACK_SHAPE)
+        return sorted((self._callback(row) for row in rows), key=lambda callback: callback.created_at)
 
     async def update_callback(self, callback: Callback, fields: Collection[str],
                               expected_version: int | None = None) -> int:
@@ -511,8 +516,8 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         if account_id is not None:
             sql += " WHERE account_id = ?"
             params = (account_id,)
-        rows = await self._read(lambda c: c.execute(sql + " ORDER BY created_at", params).fetchall())
-        return [self._subscription(r) for r in rows]
+        rows = await self._read_rows(sql, params, _SUBSCRIPTION_SHAPE)
+        return sorted((self._subscription(r) for r in rows), key=lambda subscription: subscription.created_at)
 
     async def registry_version(self) -> int:
         return await self._counter("registry_version")
@@ -677,9 +682,12 @@ _CALLBACK_FIELDS = ("id", "account_id", "name", "url", "max_batch_size", "secret
                     "disabled_reason", "ens_signature", "created_at", "delivery_options", "failing_since", "version",
                     "throttled_until", "auth")
 _CALLBACK_COLUMNS = ", ".join(_CALLBACK_FIELDS)
+_CALLBACK_SHAPE = RowShape(_CALLBACK_FIELDS, reals={"created_at", "failing_since", "throttled_until"},
+                           blobs={"secrets", "auth", "delivery_options"})
 _SUBSCRIPTION_FIELDS = ("id", "account_id", "name", "callback_id", "event_types", "filters", "status",
                         "status_reason", "ordering", "created_at", "on_pause")
 _SUBSCRIPTION_COLUMNS = ", ".join(_SUBSCRIPTION_FIELDS)
+_SUBSCRIPTION_SHAPE = RowShape(_SUBSCRIPTION_FIELDS, reals={"created_at"}, blobs={"event_types", "filters"})
 _API_KEY = Columns(ApiKey, "id", "account_id", "key_hash", "prefix", "name", "created_at", "revoked_at")
 _ACCOUNT = Columns(Account, "id", "name", "mid", "created_at")
 _ACCOUNT_OF_KEY = Columns(Account, id="a.id", name="a.name", mid="a.mid", created_at="a.created_at")

@@ -17,12 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import orjson
 import structlog
 
 from relay.crypto import SecretBox
 from relay.store.bulk import ValuesBulk
 from relay.store.migrations import SQLITE_MIGRATIONS
 from relay.store.models import IncomingEvent, Job, NewJob
+from relay.store.rows import RowShape, quoted
 from relay.store.sql import (
     EVENT_COLUMNS,
     EVENT_CONFLICT,
@@ -156,6 +158,17 @@ class SqliteStore(SqlStore):
     async def _read_bulk(self, fn: Callable[[Connection], T]) -> T:
         return await self._bulk_reader.run(fn)
 
+    async def _read_rows(self, sql: str, params: Sequence[Any], columns: RowShape) -> list[Sequence[Any]]:
+        """All rows as one JSON array that SQLite builds: one step instead of one per row. The driver
+        lets go of the GIL for every step and must take it back from a busy event loop, which can
+        take a switch interval each: 200 callbacks took 33 to 58 ms to read under load."""
+        packed = _packed(sql, columns)
+
+        def run(c: Connection) -> list[Sequence[Any]]:
+            return _unpacked(c.execute(packed, params).fetchone()[0], columns)
+
+        return await self._reader.run(run)
+
 
 class _Reader:
     """A read connection with its own thread (a connection is used by one thread at a time)."""
@@ -248,6 +261,36 @@ class _Checkpointer:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
             self._conn = None
         self._executor.shutdown(wait=True)
+
+
+def _packed(sql: str, columns: RowShape) -> str:
+    """``sql`` as one row: a JSON array of arrays. JSON would round a float to 15 digits and cannot
+    hold bytes, so floats travel as 17-digit text and bytes (or text stored as bytes) as hex.
+    SQLite's 17 digits give back the same double below 1e100 in magnitude, far above the timestamps
+    and durations a store holds."""
+    values = []
+    for name in columns.names:
+        column = quoted(name)
+        if name in columns.reals:
+            column = f"iif({column} IS NULL, NULL, printf('%!.17g', {column}))"
+        elif name in columns.blobs:
+            column = f"iif({column} IS NULL, NULL, hex({column}))"
+        values.append(column)
+    return f"SELECT json_group_array(json_array({', '.join(values)})) FROM ({sql})"
+
+
+def _unpacked(text: str, columns: RowShape) -> list[Sequence[Any]]:
+    rows: list[Sequence[Any]] = orjson.loads(text)
+    reals = [i for i, name in enumerate(columns.names) if name in columns.reals]
+    blobs = [i for i, name in enumerate(columns.names) if name in columns.blobs]
+    for row in cast(list[list[Any]], rows):
+        for i in reals:
+            if row[i] is not None:
+                row[i] = float(row[i])
+        for i in blobs:
+            if row[i] is not None:
+                row[i] = bytes.fromhex(row[i])
+    return rows
 
 
 def _migrate(c: sqlite3.Connection) -> None:
