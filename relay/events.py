@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -168,27 +168,38 @@ def accepted_event_types(extra: Iterable[str] = ()) -> frozenset[str]:
     return frozenset(KNOWN_EVENT_TYPES) | frozenset(extra)
 
 
-def event_id_for(data: dict[str, Any], ref: RecordRef) -> str:
-    """The producer's ``eventId`` if given, else a hash of the record's coordinates.
+def event_id_for(data: dict[str, Any], ref: RecordRef, hashed_through: int = -1) -> str:
+    """The producer's ``eventId`` if given, else one made from the record's coordinates.
 
     Coordinates are stable across redelivery of the same record (crash, rebalance, replay)
-    and distinct for two records that happen to carry identical bytes.
-    """
+    and distinct for two records that happen to carry identical bytes. The id is a digest of the
+    topic and partition followed by the offset, so one partition's ids sort in offset order and
+    the store's unique index on them grows at its end; a digest of all three scattered every
+    insert over it (9 µs per event at 150,000 events, raw SQLite). Offsets up to
+    ``hashed_through`` were stored with that digest before and keep it (``hashed_event_ids``)."""
     given = data.get("eventId")
     if isinstance(given, str) and given:
         return given
-    digest = hashlib.blake2b(
-        f"{ref.topic}\x00{ref.partition}\x00{ref.offset}".encode(), digest_size=16
-    ).digest()
-    return "evt_" + base32_lower(digest)
+    if ref.offset <= hashed_through:
+        digest = hashlib.blake2b(
+            f"{ref.topic}\x00{ref.partition}\x00{ref.offset}".encode(), digest_size=16
+        ).digest()
+        return "evt_" + base32_lower(digest)
+    return "evt_" + base32_lower(_place(ref.topic, ref.partition) + ref.offset.to_bytes(8, "big", signed=True))
+
+
+@lru_cache(maxsize=4096)
+def _place(topic: str, partition: int) -> bytes:
+    return hashlib.blake2b(f"{topic}\x00{partition}".encode(), digest_size=8).digest()
 
 
 _DEFAULT_TYPES = accepted_event_types()
 
 
 def decode_event(value: bytes | None, ref: RecordRef, max_bytes: int,
-                 accepted: frozenset[str] = _DEFAULT_TYPES) -> Event:
-    """Turn a record value into an Event, or raise InvalidEvent with the reason."""
+                 accepted: frozenset[str] = _DEFAULT_TYPES, hashed_through: int = -1) -> Event:
+    """Turn a record value into an Event, or raise InvalidEvent with the reason. ``hashed_through``:
+    see ``event_id_for``."""
     if value is None:
         raise InvalidEvent("empty", "record has no value (tombstone)")
     if len(value) > max_bytes:
@@ -207,7 +218,7 @@ def decode_event(value: bytes | None, ref: RecordRef, max_bytes: int,
         if timestamp > INT64_MAX:
             raise InvalidEvent("integer_out_of_range", "timestampUTC: beyond the signed 64-bit range")
         timestamp = int(timestamp)
-    event_id = event_id_for(data, ref)
+    event_id = event_id_for(data, ref, hashed_through)
     if data.get("eventId") != event_id:
         data = {"eventId": event_id, **data}
         if not changed:  # the producer's bytes, with the id spliced in after the opening brace

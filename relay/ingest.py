@@ -110,8 +110,10 @@ class Ingest:
         self._uncommitted_batches = 0  # how many batches ``_uncommitted`` covers
         self._commit_taken: asyncio.Future[None] | None = None  # done when a commit takes ``_uncommitted``
         self._last_error: str | None = None
+        self._hashed_ids: dict[tuple[str, int], int] = {}  # see ``Store.hashed_event_ids``
 
     async def start(self) -> None:
+        self._hashed_ids = await self._store.hashed_event_ids()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka_bootstrap,
             group_id=self._settings.consumer_group,
@@ -366,6 +368,7 @@ class Ingest:
         max_bytes = self._settings.max_record_bytes
         writes: list[RecordWrite] = []
         for tp, records in batch.items():
+            hashed_through = self._hashed_ids.get((tp.topic, tp.partition), -1)
             for record in records:
                 if len(writes) % _PLAN_SLICE == _PLAN_SLICE - 1:
                     await asyncio.sleep(0)
@@ -373,7 +376,7 @@ class Ingest:
                 write = RecordWrite(record, ref)
                 writes.append(write)
                 try:
-                    event = decode_event(record.value, ref, max_bytes, self._accepted)
+                    event = decode_event(record.value, ref, max_bytes, self._accepted, hashed_through)
                 except InvalidEvent as exc:
                     raw = record.value
                     if exc.reason == "too_large" and raw is not None:

@@ -128,6 +128,11 @@ class Store(Protocol):
         """Grows on every registry change, so routing can reload only when needed."""
 
     # -- ingest ---------------------------------------------------------------------------
+    async def hashed_event_ids(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition), the last offset whose event id is the digest of its coordinates
+        (stored before ids were made in offset order): see ``relay.events.event_id_for``."""
+        ...
+
     async def persist_batch(
         self,
         events: Sequence[IncomingEvent],

@@ -287,6 +287,18 @@ STEPS: tuple[str | dict[str, str], ...] = (
     ALTER TABLE jobs ADD UNIQUE (event_seq, callback_id)
     """,
     },
+    # 13: event ids in offset order. Records up to each partition's last stored offset keep the
+    # hashed id they were stored with, so one read again after the upgrade is still recognised.
+    """
+    CREATE TABLE hashed_event_ids (
+        topic TEXT NOT NULL,
+        partition {int} NOT NULL,
+        last_offset {int} NOT NULL,
+        PRIMARY KEY (topic, partition)
+    );
+    INSERT INTO hashed_event_ids (topic, partition, last_offset)
+        SELECT topic, partition, MAX("offset") FROM events GROUP BY topic, partition
+    """,
 )
 
 
@@ -300,8 +312,8 @@ _TYPES = {
 }
 # Which steps make up each version, per dialect (1-based step numbers).
 _VERSIONS = {
-    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,), (12,)),
-    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,), (12,)),
+    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,), (12,), (13,)),
+    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,), (12,), (13,)),
 }
 
 

@@ -530,6 +530,11 @@ class SqlStore(SqlOperations, SqlDurableOperations):
         return int(row[0]) if row else 0
 
     # -- ingest ---------------------------------------------------------------------------
+    async def hashed_event_ids(self) -> dict[tuple[str, int], int]:
+        rows = await self._read(lambda c: c.execute(
+            "SELECT topic, partition, last_offset FROM hashed_event_ids").fetchall())
+        return {(topic, int(partition)): int(last) for topic, partition, last in rows}
+
     async def persist_batch(
         self,
         events: Sequence[IncomingEvent],

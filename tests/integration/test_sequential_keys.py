@@ -171,5 +171,7 @@ async def test_a_store_from_before_the_keys_migrates_and_delivers_from_them(tmp_
         assert added[0].id > 3, "job ids carry on after the migrated ones"
         seqs = await store._read(lambda c: c.execute("SELECT id FROM events ORDER BY seq").fetchall())
         assert [row[0] for row in seqs][-1] == "evt_new", "new events are keyed after the migrated ones"
+        assert await store.hashed_event_ids() == {("old", 0): 11}, \
+            "each partition's last offset stored before the migration keeps its hashed id"
     finally:
         await store.close()

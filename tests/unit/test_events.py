@@ -56,6 +56,37 @@ def test_identity_is_stable_for_a_record_and_distinct_across_records() -> None:
     assert orjson.loads(a.body)["eventId"] == a.id
 
 
+def _id_bytes(event_id: str) -> bytes:
+    import base64
+
+    return base64.b32decode(event_id.removeprefix("evt_").upper() + "======")
+
+
+def test_ids_of_one_partition_follow_its_offsets_and_partitions_do_not_share_them() -> None:
+    """The digest of topic and partition, then the offset: one partition's ids take the store's
+    unique index near its end (see ``event_id_for``)."""
+    from relay.events import event_id_for
+
+    ids = [event_id_for({}, RecordRef("relay.events", 3, offset)) for offset in (0, 1, 1234, 2**62)]
+    assert [int.from_bytes(_id_bytes(i)[8:], "big") for i in ids] == [0, 1, 1234, 2**62]
+    assert len({_id_bytes(i)[:8] for i in ids}) == 1
+    others = {_id_bytes(event_id_for({}, RecordRef(topic, partition, 0)))[:8]
+              for topic, partition in [("relay.events", 3), ("relay.events", 4), ("other", 3), ("relay.events3", 0)]}
+    assert len(others) == 4
+
+
+def test_offsets_stored_before_ordered_ids_keep_their_hashed_id() -> None:
+    import hashlib
+
+    from relay.events import event_id_for
+
+    hashed = "evt_" + base64.b32encode(hashlib.blake2b(b"relay.events\x003\x001234", digest_size=16).digest()
+                                       ).decode().rstrip("=").lower()
+    assert event_id_for({}, REF, hashed_through=1234) == hashed
+    assert event_id_for({}, REF, hashed_through=1233) != hashed
+    assert decode_event(orjson.dumps(sample_event("EmailSent")), REF, 10_000, hashed_through=5000).id == hashed
+
+
 def test_producer_event_id_wins() -> None:
     import orjson
 
