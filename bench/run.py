@@ -34,7 +34,7 @@ from bench.plot import plot_curve, plot_latencies, plot_rss
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("compare", "single", "batched", "batched_1000", "fanout", "isolation", "retry_storm",
              "backlog_drain", "ordering", "latency", "latency_batched", "api_under_load", "dashboards", "instances",
-             "workers", "cost_callbacks", "cost_subscriptions", "cost_body", "cost_backlog")
+             "workers", "cost_callbacks", "cost_subscriptions", "cost_body", "cost_backlog", "cost_store")
 PG_SH = Path(__file__).resolve().parents[1] / "deploy" / "postgres" / "pg.sh"
 # The issue's targets for this 2-core machine: (figure, comparison, goal).
 TARGETS: dict[str, list[tuple[str, str, float]]] = {
@@ -107,8 +107,10 @@ class Scenario:
 
     async def throughput(self, name: str, events: int, max_batch: int, *, receivers: int = 1,
                          per_receiver: int = 1, hanging: int = 0, fail_rate: float = 0.0, keys: int = 10000,
-                         timeout: float = 300, pad: int = 0, filtered: int = 0, **settings: Any) -> dict[str, Any]:
-        """Register, stop the relay, produce everything, restart, time the drain.
+                         timeout: float = 300, pad: int = 0, filtered: int = 0, history: int = 0,
+                         **settings: Any) -> dict[str, Any]:
+        """Register, stop the relay, produce everything, restart, time the drain. ``history``: events
+        (and a delivered job each) written into the store first, as if it had been running a while.
 
         Latency therefore includes the time events waited in Kafka before the relay started."""
         mode = ["--fail-rate", str(fail_rate)] if fail_rate else []
@@ -121,6 +123,8 @@ class Scenario:
             await relay.register(healthy + stuck, max_batch, per_receiver=per_receiver,
                                  filtered_subscriptions=filtered)
             relay.stop()
+            if history:
+                await asyncio.to_thread(fill_store, relay.data_dir / "relay.db", history)
             await produce(self.bootstrap, relay.topic, events, keys, pad=pad, definition_keys=filtered)
             await relay.start()
             relay.profile(8)
@@ -428,6 +432,20 @@ class Scenario:
         plot_rss(points, RESULTS / f"{self.stamp}-cost-backlog.png", f"Peak RSS by backlog size ({self.stamp})")
         return results
 
+    async def cost_store(self, scale: float) -> dict[str, Any]:
+        """Cost curve: batched delivery (up to 100 per POST) into a SQLite store that already holds
+        10k, 1M, 3M and 10M events with a delivered job each (times the scale): how the store's
+        indexes cost more once they outgrow the page cache."""
+        points = []
+        for held in (10_000, 1_000_000, 3_000_000, 10_000_000):
+            count = int(held * scale)
+            run = await self.throughput(f"store-{count}", int(100000 * scale), max_batch=100, history=count,
+                                        timeout=600)
+            points.append((count, run["events_per_s"], run["cpu_s_per_1000_events"]))
+        plot_curve(points, RESULTS / f"{self.stamp}-cost-store.png",
+                   f"Cost by events already in the store ({self.stamp})", "events already stored")
+        return _curve("stored", points)
+
     async def dashboards(self, scale: float) -> dict[str, Any]:
         """Ingest rate with 5 dashboards streaming activity, against none, in the same run."""
         quiet = await self._ingest_rate("dash-quiet", int(100000 * scale), streams=0)
@@ -459,6 +477,48 @@ class Scenario:
             relay.stop()
             receiver.stop()
         return round(rate)
+
+
+def fill_store(path: Path, events: int) -> None:
+    """Write ``events`` past events, each with a delivered job, straight into a relay's SQLite store:
+    random message and subscriber keys as real traffic has, ids as this relay would make them for
+    records of a topic it no longer reads."""
+    import random
+    import sqlite3
+
+    from relay.events import RecordRef, event_id_for
+
+    rng = random.Random(7)
+    body = orjson.dumps({"eventCategoryType": "TransactionalSendEvents.EmailSent", "info": {"to": "x" * 300}})
+    now = time.time()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        for start in range(0, events, 10_000):
+            count = min(10_000, events - start)
+            rows = [(event_id_for({}, RecordRef("history", offset % 6, offset)), "acct_history",
+                     "TransactionalSendEvents.EmailSent", "777", int(now * 1000) - events + offset,
+                     f"sub-{rng.randrange(100_000):05d}", f"{rng.getrandbits(64):016x}", body, "history",
+                     offset % 6, offset, now - 3600, None) for offset in range(start, start + count)]
+            conn.execute("BEGIN")
+            for part in range(0, count, 500):
+                chunk = rows[part:part + 500]
+                conn.execute(
+                    'INSERT INTO events (id, account_id, type, mid, timestamp_ms, subscriber_key, message_key, body, '
+                    'topic, partition, "offset", received_at, traceparent) VALUES '
+                    + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk)), [v for row in chunk for v in row])
+            conn.execute(
+                "INSERT INTO jobs (event_seq, event_id, callback_id, ordering_key, partition, state, attempts, "
+                "next_attempt_at, created_at, finished_at, topic) SELECT seq, id, 'cb_history', subscriber_key, "
+                "partition, 'delivered', 1, received_at, received_at, received_at, topic FROM events WHERE seq > ?",
+                (seq,))
+            (seq,) = conn.execute("SELECT MAX(seq) FROM events").fetchone()
+            conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
 
 
 def _curve(unit: str, points: Sequence[tuple[float, float, float]]) -> dict[str, Any]:
