@@ -287,7 +287,7 @@ STEPS: tuple[str | dict[str, str], ...] = (
     ALTER TABLE jobs ADD UNIQUE (event_seq, callback_id)
     """,
     },
-    # 13: event ids in offset order. Records up to each partition's last stored offset keep the
+    # 13: event ids that follow the offsets. Records up to each partition's last stored offset keep the
     # hashed id they were stored with, so one read again after the upgrade is still recognised.
     """
     CREATE TABLE hashed_event_ids (
