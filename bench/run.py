@@ -487,6 +487,8 @@ def fill_store(path: Path, events: int) -> None:
     import sqlite3
 
     from relay.events import RecordRef, event_id_for
+    from relay.store.bulk import ValuesBulk
+    from relay.store.sql import EVENT_COLUMNS
 
     rng = random.Random(7)
     body = orjson.dumps({"eventCategoryType": "TransactionalSendEvents.EmailSent", "info": {"to": "x" * 300}})
@@ -503,12 +505,7 @@ def fill_store(path: Path, events: int) -> None:
                      f"sub-{rng.randrange(100_000):05d}", f"{rng.getrandbits(64):016x}", body, "history",
                      offset % 6, offset, now - 3600, None) for offset in range(start, start + count)]
             conn.execute("BEGIN")
-            for part in range(0, count, 500):
-                chunk = rows[part:part + 500]
-                conn.execute(
-                    'INSERT INTO events (id, account_id, type, mid, timestamp_ms, subscriber_key, message_key, body, '
-                    'topic, partition, "offset", received_at, traceparent) VALUES '
-                    + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk)), [v for row in chunk for v in row])
+            ValuesBulk().insert(conn, "events", EVENT_COLUMNS, rows)
             conn.execute(
                 "INSERT INTO jobs (event_seq, event_id, callback_id, ordering_key, partition, state, attempts, "
                 "next_attempt_at, created_at, finished_at, topic) SELECT seq, id, 'cb_history', subscriber_key, "

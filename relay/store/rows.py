@@ -43,6 +43,8 @@ class RowShape:
         unknown = (self.reals | self.blobs) - set(self.names)
         if unknown:
             raise ValueError(f"not among the columns: {sorted(unknown)}")
+        self.real_positions = tuple(i for i, name in enumerate(self.names) if name in self.reals)
+        self.blob_positions = tuple(i for i, name in enumerate(self.names) if name in self.blobs)
 
 
 def quoted(name: str) -> str:

@@ -281,13 +281,11 @@ def _packed(sql: str, columns: RowShape) -> str:
 
 def _unpacked(text: str, columns: RowShape) -> list[Sequence[Any]]:
     rows: list[Sequence[Any]] = orjson.loads(text)
-    reals = [i for i, name in enumerate(columns.names) if name in columns.reals]
-    blobs = [i for i, name in enumerate(columns.names) if name in columns.blobs]
     for row in cast(list[list[Any]], rows):
-        for i in reals:
+        for i in columns.real_positions:
             if row[i] is not None:
                 row[i] = float(row[i])
-        for i in blobs:
+        for i in columns.blob_positions:
             if row[i] is not None:
                 row[i] = bytes.fromhex(row[i])
     return rows
