@@ -111,6 +111,10 @@ class Ingest:
         self._commit_taken: asyncio.Future[None] | None = None  # done when a commit takes ``_uncommitted``
         self._last_error: str | None = None
         self._hashed_ids: dict[tuple[str, int], int] = {}  # see ``Store.hashed_event_ids``
+        # The partitions this instance's dispatcher owns, as the rebalance listener last said:
+        # ``consumer.assignment()`` still names the old ones between a revoke and the next assignment.
+        self._owned: set[TopicPartition] = set()
+        self._assigned = asyncio.Event()  # clear from a revoke until the assignment that follows it
 
     async def start(self) -> None:
         self._hashed_ids = await self._store.hashed_event_ids()
@@ -150,13 +154,24 @@ class Ingest:
         """A rebalance takes these partitions: finish the batch in hand (its jobs reach the store),
         then let the dispatcher settle their in-flight sends — all before another instance gets them."""
         async with self._batch_lock:
+            self._assigned.clear()
+            self._owned -= {TopicPartition(topic, partition) for topic, partition in partitions}
             await self._settle_writer(forget=False)
             await self._dispatcher.revoke(partitions, grace=self._settings.delivery_timeout + 1.0)
         log.info("partitions_revoked", partitions=sorted(f"{t}:{p}" for t, p in partitions))
 
     async def take_over(self, partitions: list[tuple[str, int]]) -> None:
+        """The dispatcher loads these partitions' jobs from the store; only then may ingest write
+        theirs (see ``_hand_to_writer``)."""
         await self._dispatcher.assign(partitions, self._partition_count())
+        self._owned |= {TopicPartition(topic, partition) for topic, partition in partitions}
+        self._assigned.set()
         log.info("partitions_assigned", partitions=sorted(f"{t}:{p}" for t, p in partitions))
+
+    @property
+    def owned(self) -> frozenset[TopicPartition]:
+        """The input partitions this instance reads and delivers now (none during a rebalance)."""
+        return frozenset(self._owned) if self._assigned.is_set() else frozenset()
 
     def _partition_count(self) -> int:
         """Partitions of the input topics across the whole group (0 when the metadata is not known)."""
@@ -223,17 +238,23 @@ class Ingest:
 
     async def _hand_to_writer(self, batch: Batch, writes: list[RecordWrite]) -> None:
         """Start writing this batch once the one before is in the store. Waiting for its offset
-        commit too would put a broker round trip (8 ms here) into every batch's cycle."""
-        async with self._batch_lock:
-            await self._previous_persisted()  # the previous batch's failure surfaces here: this one is dropped
-            while self._uncommitted_batches >= _MAX_UNCOMMITTED and self._writing is not None:
-                await self._commit_progress()  # a slow broker holds back ingest, not memory
-            batch, writes = self._still_owned(batch, writes)
-            if batch:
-                persisted = asyncio.get_running_loop().create_future()
-                self._writing = asyncio.create_task(self.process(batch, writes, persisted, self._writing),
-                                                    name="ingest-write")
-                self._persisted = persisted
+        commit too would put a broker round trip (8 ms here) into every batch's cycle. While a
+        rebalance is under way, wait for its outcome: what this instance owns then decides."""
+        while True:
+            await self._until_assigned()
+            async with self._batch_lock:
+                await self._previous_persisted()  # the previous batch's failure surfaces here: this one is dropped
+                while self._uncommitted_batches >= _MAX_UNCOMMITTED and self._writing is not None:
+                    await self._commit_progress()  # a slow broker holds back ingest, not memory
+                if not self._assigned.is_set():
+                    continue  # revoked meanwhile
+                batch, writes = self._still_owned(batch, writes)
+                if batch:
+                    persisted = asyncio.get_running_loop().create_future()
+                    self._writing = asyncio.create_task(self.process(batch, writes, persisted, self._writing),
+                                                        name="ingest-write")
+                    self._persisted = persisted
+                return
 
     async def _previous_persisted(self) -> None:
         """Wait until the batch being written is in the store, or done; raise what it raised."""
@@ -278,10 +299,23 @@ class Ingest:
                 if not task.cancelled() and task.exception() is not None:
                     log.warning("ingest_write_failed", error=repr(task.exception()))
 
+    async def _until_assigned(self) -> None:
+        """Wait for the assignment that follows a revoke (or for stop: the batch is read again)."""
+        while not self._assigned.is_set():
+            if self._stopping:
+                raise IngestStopped
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._assigned.wait(), timeout=0.5)
+
     def _still_owned(self, batch: Batch, writes: list[RecordWrite]) -> tuple[Batch, list[RecordWrite]]:
-        """Drop what a rebalance took while the batch was planned: its new owner reads it again."""
-        assert self._consumer is not None
-        owned = self._consumer.assignment()
+        """Drop what a rebalance took while the batch was planned: its new owner reads it again
+        from the last commit. Jobs written for a partition after its revoke would be lost to view:
+        its new owner may have loaded that partition's jobs before they reached the store, and a
+        second read of the records finds their events stored and makes no jobs.
+
+        Partitions given back to this instance are kept: its dispatcher owns them again, and the
+        consumer reads them again from the last commit (the idempotent persist makes that harmless)."""
+        owned = self._owned
         if all(tp in owned for tp in batch):
             return batch, writes
         kept = {tp: records for tp, records in batch.items() if tp in owned}

@@ -140,6 +140,11 @@ class Dispatcher:
             await self._reload_owned()
         self._requeue_version = version
 
+    @property
+    def owned(self) -> frozenset[tuple[str, int]]:
+        """The (topic, partition) pairs whose jobs this instance delivers now."""
+        return frozenset(self._owned)
+
     def share(self) -> float:
         """The part of each callback's rate limit this instance enforces: the part of the input
         partitions it owns (their traffic is what it delivers)."""
