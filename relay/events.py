@@ -33,7 +33,7 @@ import fastjsonschema
 import msgspec
 import orjson
 
-from relay.ids import base32_lower
+from relay.ids import base32_lower, base32_tail
 from relay.jsonwalk import INT64_MAX, out_of_int64, walk_json
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -186,12 +186,22 @@ def event_id_for(data: dict[str, Any], ref: RecordRef, hashed_through: int = -1)
             f"{ref.topic}\x00{ref.partition}\x00{ref.offset}".encode(), digest_size=16
         ).digest()
         return "evt_" + base32_lower(digest)
-    return "evt_" + base32_lower(_place(ref.topic, ref.partition) + ref.offset.to_bytes(8, "big", signed=True))
+    head, tail = _place(ref.topic, ref.partition)
+    return head + base32_tail(tail | (ref.offset & _U64) << 2)
+
+
+_U64 = (1 << 64) - 1
 
 
 @lru_cache(maxsize=4096)
-def _place(topic: str, partition: int) -> bytes:
-    return hashlib.blake2b(f"{topic}\x00{partition}".encode(), digest_size=8).digest()
+def _place(topic: str, partition: int) -> tuple[str, int]:
+    """The id's part that depends on the partition alone, worked out once: ``evt_`` and the first
+    twelve base32 digits of the partition's 8-byte digest (60 bits), and its last 4 bits, which
+    share the thirteenth digit with the offset's first bit. The 26 digits are those of
+    ``base32_lower(digest + offset as 8 signed big-endian bytes)``; the offset's 64 bits and the two
+    bits of padding make the last 14."""
+    digest = hashlib.blake2b(f"{topic}\x00{partition}".encode(), digest_size=8).digest()
+    return "evt_" + base32_lower(digest + bytes(8))[:12], (digest[7] & 0xF) << 66
 
 
 _DEFAULT_TYPES = accepted_event_types()

@@ -23,3 +23,11 @@ def base32_lower(digest: bytes) -> str:
             + p[(n >> 80) & 0x3FF] + p[(n >> 70) & 0x3FF] + p[(n >> 60) & 0x3FF] + p[(n >> 50) & 0x3FF]
             + p[(n >> 40) & 0x3FF] + p[(n >> 30) & 0x3FF] + p[(n >> 20) & 0x3FF] + p[(n >> 10) & 0x3FF]
             + p[n & 0x3FF])
+
+
+def base32_tail(n: int) -> str:
+    """The last 14 base32 digits of ``base32_lower``, given the 70 bits they spell (the digest's
+    last 68 and the 2 of padding): what an ordered event id adds to its partition's part."""
+    p = _B32_PAIRS
+    return (p[n >> 60] + p[(n >> 50) & 0x3FF] + p[(n >> 40) & 0x3FF] + p[(n >> 30) & 0x3FF]
+            + p[(n >> 20) & 0x3FF] + p[(n >> 10) & 0x3FF] + p[n & 0x3FF])

@@ -6,9 +6,28 @@ says how its workers' values combine (``multiprocess_mode``; ignored in a single
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class BatchHistogram(Histogram):
+    """A histogram that takes a batch's observations at once: each delivered event is one
+    observation of ``relay_end_to_end_seconds``, and ``observe`` per event (a lock turn for the sum
+    and one for a bucket each) was ~3 % of the event loop's time in a batched drain."""
+
+    def observe_many(self, amounts: Sequence[float]) -> None:
+        """What ``observe`` of each amount gives, with one lock turn per bucket touched."""
+        if not amounts:
+            return
+        self._raise_if_not_observable()
+        self._sum.inc(sum(amounts))
+        bounds = self._upper_bounds  # ascending, the last +Inf: the first bound >= amount takes it
+        for index, count in Tally(bisect_left(bounds, amount) for amount in amounts).items():
+            self._buckets[index].inc(count)
 
 
 @dataclass
@@ -47,7 +66,7 @@ class Metrics:
             "relay_delivered_events_total", "Events delivered (2xx).", ["callback_id"], registry=r)
         self.dead_letters = Counter(
             "relay_dead_letters_total", "Jobs that became dead letters.", ["callback_id"], registry=r)
-        self.end_to_end = Histogram(
+        self.end_to_end = BatchHistogram(
             "relay_end_to_end_seconds", "Event timestamp to 2xx from the receiver.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=r)

@@ -98,9 +98,8 @@ class Outcomes:
         if result.outcome == "delivered":
             METRICS.delivered_events.labels(label).inc(len(result.jobs))
             now = self._clock()
-            for job in result.jobs:
-                if job.event_timestamp_ms:
-                    METRICS.end_to_end.observe(max(0.0, now - job.event_timestamp_ms / 1000))
+            METRICS.end_to_end.observe_many([max(0.0, now - job.event_timestamp_ms / 1000)
+                                             for job in result.jobs if job.event_timestamp_ms])
         elif result.outcome == "dead":
             METRICS.dead_letters.labels(label).inc(len(result.jobs))
             self._spawn("publish-dead-letters", self._publish_dead_letters(result))

@@ -215,6 +215,7 @@ def test_nesting_up_to_the_limit_is_fine_and_beyond_it_is_too_deep() -> None:
 # -- the fast paths of decoding: each must agree with the slow one it replaces ---------------
 
 import base64  # noqa: E402
+import hashlib  # noqa: E402
 
 import fastjsonschema  # noqa: E402
 import msgspec  # noqa: E402
@@ -222,7 +223,7 @@ import orjson  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from relay.events import _event_validator, _EventShape  # noqa: E402
+from relay.events import _event_validator, _EventShape, event_id_for  # noqa: E402
 from relay.ids import base32_lower  # noqa: E402
 
 
@@ -285,3 +286,13 @@ def test_the_body_is_the_producers_bytes_and_means_what_a_re_encoding_would(raw:
     assert next(iter(orjson.loads(event.body))) == "eventId"
     if b"null" not in raw and b'"eventId"' in raw:
         assert event.body == raw
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(min_value=0, max_value=2**31 - 1),
+       st.integers(min_value=0, max_value=2**63 - 1))
+def test_an_ordered_id_is_the_partitions_digest_and_the_offset_in_base32(topic: str, partition: int,
+                                                                         offset: int) -> None:
+    """The per-partition head and the 14-digit tail spell what encoding all 16 bytes would."""
+    digest = hashlib.blake2b(f"{topic}\x00{partition}".encode(), digest_size=8).digest()
+    whole = "evt_" + base32_lower(digest + offset.to_bytes(8, "big", signed=True))
+    assert event_id_for({}, RecordRef(topic, partition, offset)) == whole
