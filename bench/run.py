@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -28,7 +29,7 @@ import aiohttp
 import orjson
 import psycopg
 
-from bench.harness import Receiver, RelayProcess, free_port, produce
+from bench.harness import Receiver, RelayProcess, free_port, proc_usage, process_tree, produce
 from bench.plot import plot_curve, plot_latencies, plot_rss
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -308,7 +309,8 @@ class Scenario:
         try:
             results["sqlite_1"] = await self._instances("sqlite", 1, events, "")
             for count in (1, 2, 3):
-                results[f"postgres_{count}"] = await self._instances("postgres", count, events, base)
+                results[f"postgres_{count}"] = await self._instances("postgres", count, events, base,
+                                                                     pg_home / "data")
         finally:
             await _pg("down", pg_env)
         flat = {f"{name}_{key}": value for name, run in results.items() for key, value in run.items()}
@@ -317,7 +319,8 @@ class Scenario:
         flat["incomplete_runs"] = sum(1 for run in results.values() if not run["complete"])
         return flat
 
-    async def _instances(self, store: str, count: int, events: int, pg_base: str) -> dict[str, Any]:
+    async def _instances(self, store: str, count: int, events: int, pg_base: str,
+                         pg_data: Path | None = None) -> dict[str, Any]:
         settings: dict[str, Any] = {"master_key": base64.b64encode(os.urandom(32)).decode()}
         if store == "postgres":
             schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -335,17 +338,22 @@ class Scenario:
             await asyncio.gather(*(relay.start() for relay in relays))
             first.profile(8)
             cpu0 = [relay.usage()[0] for relay in relays]
+            server0 = server_cpu(pg_data)
             [stats] = await wait_events([receiver], events, 600)
             cpu1 = [relay.usage()[0] for relay in relays]
+            server1 = server_cpu(pg_data)
         finally:
             for relay in relays:
                 relay.stop()
             receiver.stop()
         span = stats["last"] - stats["first"]
         rate = stats["events"] / span
-        return {"events_per_s": round(rate), "store_writes_per_s_per_instance": round(rate / count),
-                "cpu_s_per_instance": [round(b - a, 1) for a, b in zip(cpu0, cpu1, strict=True)],
-                "delivered": stats["events"], "complete": stats["events"] >= events}
+        figures = {"events_per_s": round(rate), "store_writes_per_s_per_instance": round(rate / count),
+                   "cpu_s_per_instance": [round(b - a, 1) for a, b in zip(cpu0, cpu1, strict=True)],
+                   "delivered": stats["events"], "complete": stats["events"] >= events}
+        if pg_data is not None:
+            figures["server_cpu_s"] = round(server1 - server0, 1)
+        return figures
 
     async def latency_batched(self, scale: float) -> dict[str, Any]:
         """Events produced live at 10,000/s, up to 100 per POST: event timestamp to receipt."""
@@ -548,6 +556,22 @@ async def _jobs_created(session: aiohttp.ClientSession, api: str) -> int:
             if line.startswith("relay_jobs_created_total "):
                 return int(float(line.split()[1]))
     return 0
+
+
+def server_cpu(pg_data: Path | None) -> float:
+    """CPU seconds the PostgreSQL server has used so far: its processes alive now, and the
+    connections it has reaped (the postmaster's children's time). 0 without a server."""
+    if pg_data is None:
+        return 0.0
+    postmaster = int((pg_data / "postmaster.pid").read_text().split()[0])
+    with open(f"/proc/{postmaster}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    alive = 0.0
+    for pid in process_tree(postmaster):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a connection just closed
+            alive += proc_usage(pid)[0]
+    return reaped + alive
 
 
 async def _pg(command: str, env: dict[str, str]) -> str:

@@ -121,11 +121,20 @@ class Dispatcher:
                 lane.requeue()
 
     def submit(self, jobs: list[Job]) -> None:
-        """Hand freshly persisted jobs to their lanes (only those of partitions we own)."""
+        """Hand freshly persisted jobs to their lanes (only those of partitions we own).
+
+        Ingest writes jobs only for partitions this dispatcher owns (see ``Ingest._still_owned``);
+        one that is not owned here is in the store where its owner may not look, so it is logged."""
         by_callback: dict[str, list[Job]] = defaultdict(list)
+        unowned: set[tuple[str, int]] = set()
         for job in jobs:
             if job.source in self._owned:
                 by_callback[job.callback_id].append(job)
+            else:
+                unowned.add(job.source)
+        if unowned:
+            log.warning("jobs_for_unowned_partitions", partitions=sorted(f"{t}:{p}" for t, p in unowned),
+                        owned=len(self._owned))
         for callback_id, lane_jobs in by_callback.items():
             self._lane(callback_id).offer(lane_jobs)
 

@@ -97,14 +97,15 @@ class Window:
         A batch pinned by an earlier attempt comes back whole and alone; otherwise jobs are taken
         in order from one source partition, skipping keys that are in flight or waiting to retry.
         """
-        blocked = set(self._in_flight_keys)
+        in_flight = self._in_flight_keys
+        blocked: set[str] = set()  # keys held back in this walk (in-flight keys are not copied here)
         batch: list[Job] = []
         next_due: float | None = None
         for job in self._jobs.values():
             if owned is not None and job.source not in owned:
                 continue  # its partition moved to another instance while a send was in flight
             key = job.ordering_key
-            if key is not None and key in blocked:
+            if key is not None and (key in in_flight or key in blocked):
                 continue
             if job.next_attempt_at > now:
                 next_due = job.next_attempt_at if next_due is None else min(next_due, job.next_attempt_at)
