@@ -162,8 +162,13 @@ class Ingest:
 
     async def take_over(self, partitions: list[tuple[str, int]]) -> None:
         """The dispatcher loads these partitions' jobs from the store; only then may ingest write
-        theirs (see ``_hand_to_writer``)."""
-        await self._dispatcher.assign(partitions, self._partition_count())
+        theirs (see ``_hand_to_writer``). If the store is out of reach, the dispatcher owns them
+        all the same and loads them again by itself, and ingest goes on (it retries its writes)."""
+        try:
+            await self._dispatcher.assign(partitions, self._partition_count())
+        except Exception as exc:
+            log.warning("partition_jobs_load_failed", error=f"{type(exc).__name__}: {exc}",
+                        partitions=sorted(f"{t}:{p}" for t, p in partitions))
         self._owned |= {TopicPartition(topic, partition) for topic, partition in partitions}
         self._assigned.set()
         log.info("partitions_assigned", partitions=sorted(f"{t}:{p}" for t, p in partitions))

@@ -65,6 +65,7 @@ class Dispatcher:
         self._owned: set[tuple[str, int]] = set()
         self._partition_count = 0  # of the input topics, all instances together
         self._requeue_version: int | None = None
+        self._reload_due = False  # an assignment's load failed (store out of reach): the watch retries it
 
     def add_listener(self, listener: ResultListener) -> None:
         """Called for every result (metrics, dead-letter topic, callback disabling)."""
@@ -93,7 +94,11 @@ class Dispatcher:
         ``partition_count`` (all input partitions) sets this instance's share of rate limits."""
         self._owned |= set(partitions)
         self._partition_count = partition_count or self._partition_count
-        await self._reload_owned()
+        try:
+            await self._reload_owned()
+        except Exception:
+            self._reload_due = True
+            raise
 
     async def _reload_owned(self) -> None:
         """Every lane reads the store again, and callbacks with pending work get a lane."""
@@ -145,8 +150,10 @@ class Dispatcher:
     async def _watch_requeues(self) -> None:
         """Another instance put jobs back to pending (replay, resumed subscription): reload."""
         version = await self._store.requeue_version()
-        if self._requeue_version is not None and version != self._requeue_version and self._owned:
+        changed = self._requeue_version is not None and version != self._requeue_version
+        if (changed or self._reload_due) and self._owned:
             await self._reload_owned()
+        self._reload_due = False
         self._requeue_version = version
 
     @property

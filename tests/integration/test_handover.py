@@ -1,4 +1,5 @@
-"""A batch in hand while a rebalance moves its partitions (two instances, one PostgreSQL store).
+"""Partitions changing hands: a batch in hand while a rebalance moves its partitions (two
+instances, one PostgreSQL store), and an assignment made while the store is out of reach.
 
 The race this pins down: instance A has fetched a batch and is planning it when instance B joins
 the group. A's partitions are revoked, and until the group hands them out again A's consumer still
@@ -24,10 +25,16 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from relay.app import Relay
 from relay.config import load_settings
+from relay.crypto import SecretBox, load_master_key
+from relay.events import RecordRef, decode_event
 from relay.ingest import Ingest, RecordWrite
-from relay.store.models import IncomingEvent
-from tests.helpers.harness import RelayHarness, settings_values
-from tests.helpers.kafka import KafkaBroker, free_port
+from relay.samples import sample_event
+from relay.store import open_store
+from relay.store.base import StoreUnavailable
+from relay.store.models import IncomingEvent, NewJob
+from relay.store.sql import SqlStore
+from tests.helpers.harness import RelayHarness, settings_for, settings_values
+from tests.helpers.kafka import KafkaBroker, free_port, produce
 from tests.helpers.polling import eventually
 from tests.helpers.postgres import fresh_store_url
 from tests.helpers.receiver import RecordingReceiver
@@ -156,3 +163,57 @@ async def test_a_batch_planned_across_a_rebalance_is_left_to_the_partitions_new_
         await b.close()
         await a.close()
         await receiver.stop()
+
+
+async def test_an_assignment_made_while_the_store_is_out_of_reach_loads_its_jobs_later(
+        kafka: KafkaBroker, tmp_path: Path, receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatcher's load of a new assignment fails (the store out of reach for that read): the
+    jobs already pending for those partitions are loaded by the dispatcher's watch, with no new
+    event to wake their lane, and ingest goes on all the same."""
+    settings = settings_for(kafka.bootstrap, tmp_path / "data")
+    harness = RelayHarness(settings)
+    await harness.start()
+    try:
+        tenant, callback = await harness.subscribed_tenant(receiver, ["TransactionalSendEvents.EmailSent"])
+        await harness.stop()
+        # Jobs a previous owner left pending, for records past what the topic holds: only the
+        # dispatcher's load can find them, ingest never reads them.
+        refs = [RecordRef(harness.topic, partition, 10_000 + partition) for partition in range(6)]
+        events = [decode_event(orjson.dumps(sample_event(
+            "EmailSent", mid=tenant.mid, subscriber_key=f"k{ref.partition}", message_key=f"left-{ref.partition}")),
+            ref, 1 << 20) for ref in refs]
+        store = open_store(settings.resolved_store_url, SecretBox(load_master_key(settings.master_key,
+                                                                                  settings.data_dir)))
+        await store.start()
+        try:
+            await store.persist_batch(
+                [IncomingEvent(event, tenant.account["id"], ref.topic, ref.partition, ref.offset)
+                 for event, ref in zip(events, refs, strict=True)],
+                [NewJob(event.id, callback["id"], event.subscriber_key, ref.partition, topic=ref.topic)
+                 for event, ref in zip(events, refs, strict=True)], [])
+        finally:
+            await store.close()
+
+        original = SqlStore.callbacks_with_pending
+        failed: list[str] = []
+
+        async def out_of_reach_once(store: SqlStore, partitions: Any = None) -> list[str]:
+            if not failed:
+                failed.append("callbacks_with_pending")
+                raise StoreUnavailable("the store is out of reach (test)")
+            return await original(store, partitions)
+
+        monkeypatch.setattr(SqlStore, "callbacks_with_pending", out_of_reach_once)
+        await harness.start()
+
+        def arrived() -> set[str]:
+            return {event["info"]["messageKey"] for event in receiver.delivered_events()}
+
+        left = {f"left-{ref.partition}" for ref in refs}
+        await receiver.wait_for(lambda: left <= arrived(), timeout=60)
+        assert failed, "the first load after the assignment failed"
+        await produce(kafka.bootstrap, harness.topic, [orjson.dumps(sample_event(
+            "EmailSent", mid=tenant.mid, subscriber_key="k-new", message_key="after"))])
+        await receiver.wait_for(lambda: "after" in arrived(), timeout=60)
+    finally:
+        await harness.close()
