@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from relay.app import Relay
 from relay.config import load_settings
@@ -81,17 +81,6 @@ def check_writes(relay: Relay, name: str, violations: list[str], monkeypatch: py
     monkeypatch.setattr(store, "persist_batch", checked)
 
 
-async def produce_all(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
-    await producer.start()
-    try:
-        sends = [await producer.send(topic, orjson.dumps(e), key=e["info"]["subscriberKey"].encode())
-                 for e in events]
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
-
-
 async def test_a_batch_planned_across_a_rebalance_is_left_to_the_partitions_new_owner(
         kafka: KafkaBroker, postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shared = settings_values(kafka.bootstrap, tmp_path / "a", store_url=fresh_store_url(postgres),
@@ -109,7 +98,8 @@ async def test_a_batch_planned_across_a_rebalance_is_left_to_the_partitions_new_
         tenant, _ = await a.subscribed_tenant(receiver, ["TransactionalSendEvents.*"], maxBatchSize=10)
         await a.stop()  # the backlog is produced while no one reads: A's first batch holds most of it
         events = events_for(tenant.mid, 240, keys=48)
-        await produce_all(kafka.bootstrap, a.topic, events)
+        await produce(kafka.bootstrap, a.topic, [orjson.dumps(e) for e in events],
+                      [e["info"]["subscriberKey"].encode() for e in events])
 
         original_plan, original_hand_over = Ingest._plan, Ingest.hand_over
 
