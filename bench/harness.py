@@ -30,12 +30,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat from its third field on (the command name may hold spaces)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()
+
+
+def reaped_children_cpu(pid: int) -> float:
+    """CPU seconds of the process's children that have exited and been waited for."""
+    fields = _stat(pid)
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_usage(pid: int) -> tuple[float, int]:
     """(CPU seconds used so far, peak RSS in bytes) of a live process, from /proc."""
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    fields = _stat(pid)
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     peak = 0
     with open(f"/proc/{pid}/status") as handle:
         for line in handle:

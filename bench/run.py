@@ -29,7 +29,7 @@ import aiohttp
 import orjson
 import psycopg
 
-from bench.harness import Receiver, RelayProcess, free_port, proc_usage, process_tree, produce
+from bench.harness import Receiver, RelayProcess, free_port, proc_usage, process_tree, produce, reaped_children_cpu
 from bench.plot import plot_curve, plot_latencies, plot_rss
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -566,14 +566,11 @@ def server_cpu(pg_data: Path | None) -> float:
     if pg_data is None:
         return 0.0
     postmaster = int((pg_data / "postmaster.pid").read_text().split()[0])
-    with open(f"/proc/{postmaster}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
     alive = 0.0
     for pid in process_tree(postmaster):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a connection just closed
             alive += proc_usage(pid)[0]
-    return reaped + alive
+    return reaped_children_cpu(postmaster) + alive
 
 
 async def _pg(command: str, env: dict[str, str]) -> str:

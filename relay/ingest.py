@@ -111,10 +111,10 @@ class Ingest:
         self._commit_taken: asyncio.Future[None] | None = None  # done when a commit takes ``_uncommitted``
         self._last_error: str | None = None
         self._hashed_ids: dict[tuple[str, int], int] = {}  # see ``Store.hashed_event_ids``
-        # The partitions this instance's dispatcher owns, as the rebalance listener last said:
-        # ``consumer.assignment()`` still names the old ones between a revoke and the next assignment.
-        self._owned: set[TopicPartition] = set()
-        self._assigned = asyncio.Event()  # clear from a revoke until the assignment that follows it
+        # Clear from a revoke until the assignment that follows it: ``consumer.assignment()`` still
+        # names the old partitions in that gap, so what ingest may write is what the dispatcher owns
+        # once this is set (see ``_still_owned``).
+        self._assigned = asyncio.Event()
 
     async def start(self) -> None:
         self._hashed_ids = await self._store.hashed_event_ids()
@@ -155,7 +155,6 @@ class Ingest:
         then let the dispatcher settle their in-flight sends — all before another instance gets them."""
         async with self._batch_lock:
             self._assigned.clear()
-            self._owned -= {TopicPartition(topic, partition) for topic, partition in partitions}
             await self._settle_writer(forget=False)
             await self._dispatcher.revoke(partitions, grace=self._settings.delivery_timeout + 1.0)
         log.info("partitions_revoked", partitions=sorted(f"{t}:{p}" for t, p in partitions))
@@ -169,14 +168,15 @@ class Ingest:
         except Exception as exc:
             log.warning("partition_jobs_load_failed", error=f"{type(exc).__name__}: {exc}",
                         partitions=sorted(f"{t}:{p}" for t, p in partitions))
-        self._owned |= {TopicPartition(topic, partition) for topic, partition in partitions}
         self._assigned.set()
         log.info("partitions_assigned", partitions=sorted(f"{t}:{p}" for t, p in partitions))
 
     @property
     def owned(self) -> frozenset[TopicPartition]:
         """The input partitions this instance reads and delivers now (none during a rebalance)."""
-        return frozenset(self._owned) if self._assigned.is_set() else frozenset()
+        if not self._assigned.is_set():
+            return frozenset()
+        return frozenset(TopicPartition(topic, partition) for topic, partition in self._dispatcher.owned)
 
     def _partition_count(self) -> int:
         """Partitions of the input topics across the whole group (0 when the metadata is not known)."""
@@ -320,11 +320,11 @@ class Ingest:
 
         Partitions given back to this instance are kept: its dispatcher owns them again, and the
         consumer reads them again from the last commit (the idempotent persist makes that harmless)."""
-        owned = self._owned
+        owned = self._dispatcher.owned  # (topic, partition) pairs; a TopicPartition is such a tuple
         if all(tp in owned for tp in batch):
             return batch, writes
         kept = {tp: records for tp, records in batch.items() if tp in owned}
-        return kept, [w for w in writes if TopicPartition(w.ref.topic, w.ref.partition) in owned]
+        return kept, [w for w in writes if (w.ref.topic, w.ref.partition) in owned]
 
     async def _rewind(self) -> None:
         """Seek back to the last committed offsets so an uncommitted batch is not skipped. Until
