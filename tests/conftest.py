@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from relay.crypto import SecretBox
+from relay.store.sql import SqlStore
+from relay.store.sqlite import SqliteStore
 from tests.helpers.harness import RelayHarness, settings_for
 from tests.helpers.kafka import KafkaBroker, free_port, wait_for_metadata
-from tests.helpers.postgres import URL_VARIABLE, PostgresServer, testing_postgres
+from tests.helpers.postgres import URL_VARIABLE, PostgresServer, fresh_store_url, testing_postgres
 from tests.helpers.receiver import RecordingReceiver
 
 
@@ -77,3 +80,20 @@ async def receiver() -> AsyncIterator[RecordingReceiver]:
         yield r
     finally:
         await r.stop()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """A store of the suite's kind on its own (SQLite, or a fresh PostgreSQL schema in that pass)."""
+    box = SecretBox(os.urandom(32))
+    if testing_postgres():
+        from relay.store.postgres import PostgresStore
+
+        opened: SqlStore = PostgresStore(fresh_store_url(os.environ[URL_VARIABLE]), box)
+    else:
+        opened = SqliteStore(tmp_path / "relay.db", box)
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -233,7 +233,7 @@ class Lane:
         try:
             msg_id = batch[0].batch_id or webhook_id(callback.id, [job.event_id for job in batch])
             if pin:
-                await self._store.assign_batch(msg_id, [job.id for job in batch])
+                await self._store.assign_batch(msg_id, callback.id, [job.id for job in batch])
                 pin = False
             shaped = payload(callback, batch)
             now = self._clock()
@@ -282,7 +282,7 @@ class Lane:
         log.warning("transformation_failed", callback_id=callback.id, event_id=job.event_id, webhook_id=msg_id,
                     reason=reason)
         self._window.settled([job], job.attempts + 1)
-        self._report(DeliveryResult(attempt, "dead", reason=reason, jobs=(job,)), callback)
+        self._report(DeliveryResult(attempt, "dead", reason=reason, jobs=(job,), posted=False), callback)
 
     def _policy(self, callback: Callback) -> RetryPolicy:
         options = callback.options

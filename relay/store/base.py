@@ -174,7 +174,7 @@ class Store(Protocol):
 
     async def set_throttled_until(self, callback_id: str, until: float) -> bool: ...
 
-    async def assign_batch(self, batch_id: str, job_ids: Sequence[int]) -> None:
+    async def assign_batch(self, batch_id: str, callback_id: str, job_ids: Sequence[int]) -> None:
         """Pin a batch's composition before its first POST (stable webhook-id after a crash)."""
 
     async def set_callback_enabled(

@@ -299,6 +299,21 @@ STEPS: tuple[str | dict[str, str], ...] = (
     INSERT INTO hashed_event_ids (topic, partition, last_offset)
         SELECT topic, partition, MAX("offset") FROM events GROUP BY topic, partition
     """,
+    # 14: a batch's composition is pinned as one row (its job ids packed), not by writing
+    # ``jobs.batch_id`` on each of its jobs: on PostgreSQL every such UPDATE was a new row version
+    # with its index entries, 15-18 us a job. A pin lives until the batch's first result, which
+    # writes the batch id on the jobs themselves. Jobs pinned before this step keep their batch_id.
+    """
+    CREATE TABLE batch_pins (
+        batch_id TEXT PRIMARY KEY,
+        callback_id TEXT NOT NULL,
+        first_job_id {int} NOT NULL,
+        last_job_id {int} NOT NULL,
+        job_ids {blob} NOT NULL,
+        created_at {real} NOT NULL
+    );
+    CREATE INDEX batch_pins_callback ON batch_pins(callback_id, last_job_id)
+    """,
 )
 
 
@@ -312,8 +327,8 @@ _TYPES = {
 }
 # Which steps make up each version, per dialect (1-based step numbers).
 _VERSIONS = {
-    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,), (12,), (13,)),
-    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,), (12,), (13,)),
+    "sqlite": ((1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,), (12,), (13,), (14,)),
+    "postgres": ((1, 2), (3,), (4,), (5,), (6,), (7,), (8,), (9,), (10,), (11,), (12,), (13,), (14,)),
 }
 
 

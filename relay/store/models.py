@@ -259,6 +259,9 @@ class DeliveryResult:
     next_attempt_at: float = 0.0
     reason: str | None = None
     jobs: tuple[Job, ...] = field(default=())
+    # False for a job a transformation refused: no POST carried it, and the rest of its batch is
+    # still on its way under the batch's pin.
+    posted: bool = True
 
 
 OperationState = Literal["queued", "running", "paused", "done", "failed", "cancelled"]

@@ -5,16 +5,27 @@ A lane pins a batch's composition before its first POST (so a crash re-sends the
 PostgreSQL's writer time in the ``instances`` bench: 6.4 ms each, mostly the transaction around a
 100-row UPDATE. Now the first pin of a group writes every pin that joined it before its write
 began; the others wait for that write and share its outcome.
+
+A pin is one ``batch_pins`` row, its job ids packed (``pack_job_ids``), not a ``batch_id`` written
+on each job: PostgreSQL makes every updated row a new version with its index entries. Until the
+batch's first result (which writes the batch id on its jobs and deletes the pin), a job loaded
+never attempted takes its batch id from the pin that names it (``restore_pins``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-Pin = tuple[str, Sequence[int]]  # batch id, job ids
+from relay.store.models import Job
+
+Pin = tuple[str, str, Sequence[int]]  # batch id, callback id, job ids
+PIN_COLUMNS = ("batch_id", "callback_id", "first_job_id", "last_job_id", "job_ids", "created_at")
 
 
 @dataclass(eq=False)
@@ -64,3 +75,36 @@ class PinGroups:
             error = RuntimeError("the pins' write was cancelled")
         group.written.set_exception(error)
         group.written.exception()  # retrieved: a group whose only pin failed has no one else to tell
+
+
+def pin_rows(pins: Iterable[Pin], now: float) -> list[tuple[Any, ...]]:
+    """Rows in ``PIN_COLUMNS`` order."""
+    return [(batch_id, callback_id, min(ids), max(ids), pack_job_ids(ids), now) for batch_id, callback_id, ids in pins]
+
+
+def pack_job_ids(ids: Sequence[int]) -> bytes:
+    """Job ids as little-endian signed 64-bit integers (raises OverflowError beyond)."""
+    packed = array("q", ids)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_job_ids(data: bytes) -> list[int]:
+    packed = array("q")
+    packed.frombytes(bytes(data))
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tolist()
+
+
+def restore_pins(jobs: Sequence[Job], pins: Iterable[tuple[str, bytes]]) -> None:
+    """Give each job its batch id from the pins (oldest first: a later pin of a job wins, as it was
+    pinned again after a write reported failed). Only jobs never attempted take one: an attempted
+    job's own row holds its batch id."""
+    unpinned = {job.id: job for job in jobs if job.batch_id is None and job.attempts == 0}
+    for batch_id, packed in pins:
+        for job_id in unpack_job_ids(packed):
+            job = unpinned.get(job_id)
+            if job is not None:
+                job.batch_id = batch_id

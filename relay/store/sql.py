@@ -34,7 +34,7 @@ from relay.store.models import (
     SigningSecret,
     Subscription,
 )
-from relay.store.pins import PinGroups
+from relay.store.pins import PIN_COLUMNS, PinGroups, pin_rows, restore_pins
 from relay.store.rows import Columns, RowShape
 from relay.store.sql_durable import SqlDurableOperations
 from relay.store.sql_ops import SqlOperations, bump_counter
@@ -315,6 +315,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             c.execute("DELETE FROM callbacks WHERE id = ?", (callback_id,))
             c.execute("DELETE FROM jobs WHERE callback_id = ? AND state IN ('pending', 'held')",
                       (callback_id,))
+            c.execute("DELETE FROM batch_pins WHERE callback_id = ?", (callback_id,))
             _bump_version(c)
 
         await self._write(run)
@@ -340,18 +341,18 @@ class SqlStore(SqlOperations, SqlDurableOperations):
 
         return await self._write(run)
 
-    async def assign_batch(self, batch_id: str, job_ids: Sequence[int]) -> None:
+    async def assign_batch(self, batch_id: str, callback_id: str, job_ids: Sequence[int]) -> None:
         """Pin a batch's composition before its first POST, so a crash re-sends the same
         ``webhook-id``. Pins that wait for the writer together are written together (pins.py)."""
-        group, first = self._pins.join((batch_id, job_ids))
+        group, first = self._pins.join((batch_id, callback_id, job_ids))
         if not first:
             await asyncio.shield(group.written)  # a cancelled pin must not cancel its group's outcome
             return
 
         def run(c: Connection) -> None:
-            rows = [(job_id, pin_id) for pin_id, ids in self._pins.take(group) for job_id in ids]
-            self._bulk.update(c, "p", ("id", "batch_id"), rows,
-                              "UPDATE jobs SET batch_id = p.batch_id FROM p WHERE jobs.id = p.id")
+            # The same composition pinned again has the same id (webhook_id hashes it): nothing to add.
+            self._bulk.insert(c, "batch_pins", PIN_COLUMNS, pin_rows(self._pins.take(group), time.time()),
+                              "ON CONFLICT (batch_id) DO NOTHING")
 
         try:
             await self._write_pipelined(run)
@@ -614,15 +615,22 @@ class SqlStore(SqlOperations, SqlDurableOperations):
     async def load_pending(self, callback_id: str, after_id: int, limit: int,
                            partitions: Partitions | None = None) -> list[Job]:
         where, params = _owned("j.", partitions)
-        rows = await self._read_bulk(
-            lambda c: c.execute(
+
+        def run(c: Connection) -> list[Job]:
+            jobs = _JOB.build_all(c.execute(
                 f"SELECT {_JOB.sql} FROM jobs j JOIN events e ON e.seq = j.event_seq "
                 f"WHERE j.callback_id = ? AND j.state = 'pending' AND j.id > ?{where} "
                 "ORDER BY j.id LIMIT ?",
                 (callback_id, after_id, *params, limit),
-            ).fetchall()
-        )
-        return _JOB.build_all(rows)
+            ).fetchall())
+            fresh = [job.id for job in jobs if job.batch_id is None and job.attempts == 0]
+            if fresh:  # pinned before a crash or a rebalance, and never answered
+                restore_pins(jobs, c.execute(
+                    "SELECT batch_id, job_ids FROM batch_pins WHERE callback_id = ? AND last_job_id >= ? "
+                    "AND first_job_id <= ? ORDER BY created_at", (callback_id, fresh[0], fresh[-1])).fetchall())
+            return jobs
+
+        return await self._read_bulk(run)
 
     async def record_results(self, results: Sequence[DeliveryResult]) -> None:
         if not results:
@@ -663,6 +671,9 @@ class SqlStore(SqlOperations, SqlDurableOperations):
             self._bulk.update(c, "v", ("id", "batch_id"), dead,
                               "UPDATE jobs SET state = 'dead', batch_id = v.batch_id, attempts = attempts + 1, "
                               "finished_at = ? FROM v WHERE jobs.id = v.id", (now,))
+            # The jobs hold their batch id now; a refused job's result is not the batch's.
+            self._bulk.update(c, "v", ("batch_id",), sorted({(r.attempt.batch_id,) for r in results if r.posted}),
+                              "DELETE FROM batch_pins WHERE batch_id IN (SELECT batch_id FROM v)")
             # One row per job (the last result wins): one statement may not update a row twice.
             dead_letters = {job_id: (job_id, r.attempt.batch_id, r.attempt.callback_id, r.reason, now)
                             for r in results if r.outcome == "dead" for job_id in r.attempt.job_ids}

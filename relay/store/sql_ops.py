@@ -275,6 +275,10 @@ class SqlOperations:
                 "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < ? "
                 "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_seq = e.seq) LIMIT ?)",
                 (events_before, batch)).rowcount
+            # A pin outlives its batch only when every job of it was refused before a POST (no result
+            # deletes it); its jobs' rows hold their batch id, so it is kept only as long as attempts.
+            c.execute("DELETE FROM batch_pins WHERE batch_id IN "
+                      "(SELECT batch_id FROM batch_pins WHERE created_at < ? LIMIT ?)", (attempts_before, batch))
             return {"attempts": attempts, "deadletters": dead, "jobs": jobs, "events": events}
 
         return await self._write(run)

@@ -16,7 +16,7 @@ from tests.helpers.harness import ADMIN_KEY, ApiClient, RelayHarness, create_ten
 from tests.helpers.kafka import KafkaBroker, produce
 from tests.helpers.polling import eventually
 from tests.helpers.process import RelayProcess
-from tests.helpers.receiver import RecordingReceiver
+from tests.helpers.receiver import Received, RecordingReceiver
 
 pytestmark = pytest.mark.kafka
 
@@ -86,6 +86,48 @@ async def test_kill_9_mid_stream_loses_nothing(kafka: KafkaBroker, tmp_path: Pat
         ids = webhook_ids_by_event(receiver)
         assert len(ids) == 1500
         assert all(len(hooks) == 1 for hooks in ids.values()), "a duplicate came with a new webhook-id"
+        assert_per_key_order(receiver)
+    finally:
+        relay.ensure_stopped()
+        await receiver.stop()
+
+
+async def test_a_batch_in_flight_at_kill_9_comes_again_as_it_was(kafka: KafkaBroker, tmp_path: Path) -> None:
+    """The batch a POST carried when its instance died is sent again with the same events under the
+    same webhook-id, though more events of its partition wait by then: unpinned, its jobs would
+    linger for them and go out in a batch of six under another id."""
+    values = settings_values(kafka.bootstrap, tmp_path / "data", batch_linger="300ms")
+    relay = RelayProcess(values, tmp_path / "relay.log")
+    held: list[Received] = []
+    killed = asyncio.Event()
+
+    async def hold_the_first(received: Received) -> int:
+        if held:
+            return 200
+        held.append(received)
+        await killed.wait()
+        return 503  # to no one: the relay is gone
+
+    receiver = await RecordingReceiver(responder=hold_the_first).start()
+    try:
+        await relay.start()
+        mid, _, _ = await register(relay.base, receiver, 10)
+        events = [sample_event("EmailSent", mid=mid, subscriber_key="one-key", message_key=f"{i:06d}")
+                  for i in range(6)]
+        await stream(kafka.bootstrap, values["topics"][0], events[:3], 3, 0.0)
+        await receiver.wait_for(lambda: bool(held), timeout=60)
+        relay.kill()
+        killed.set()
+        await stream(kafka.bootstrap, values["topics"][0], events[3:], 3, 0.0)
+        await relay.start()
+        await receiver.wait_for(lambda: len(webhook_ids_by_event(receiver)) >= 6, timeout=60)
+
+        first = held[0]
+        assert [e["info"]["messageKey"] for e in first.json] == ["000000", "000001", "000002"]
+        again = [r for r in receiver.delivered() if r.headers["webhook-id"] == first.headers["webhook-id"]]
+        assert again, f"no POST came again under {first.headers['webhook-id']}: " \
+                      f"{[(r.headers['webhook-id'], len(r.json)) for r in receiver.delivered()]}"
+        assert all(r.body == first.body for r in again), "the batch came again with other events"
         assert_per_key_order(receiver)
     finally:
         relay.ensure_stopped()

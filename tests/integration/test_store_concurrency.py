@@ -12,38 +12,18 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 import psycopg
 import pytest
 
-from relay.crypto import SecretBox
-from relay.events import RecordRef, decode_event
-from relay.samples import sample_event
-from relay.store.models import IncomingEvent, NewJob
 from relay.store.postgres import PostgresStore
 from relay.store.sql import Connection, SqlStore
-from relay.store.sqlite import SqliteStore
 from tests.helpers import postgres as pg_helpers
+from tests.helpers.stores import persist_jobs
 
 _LOCK = 7_140_001  # an advisory lock key no store code uses
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    box = SecretBox(os.urandom(32))
-    if pg_helpers.testing_postgres():
-        opened: SqlStore = PostgresStore(pg_helpers.fresh_store_url(os.environ[pg_helpers.URL_VARIABLE]), box)
-    else:
-        opened = SqliteStore(tmp_path / "relay.db", box)
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 class Gate:
@@ -87,16 +67,6 @@ async def test_other_reads_answer_while_window_loads_wait(store: SqlStore) -> No
         await asyncio.wait_for(asyncio.gather(*loads), timeout=30)
 
 
-async def _jobs(store: SqlStore, count: int) -> list[int]:
-    events, jobs = [], []
-    for n in range(count):
-        event = decode_event(orjson.dumps(sample_event("EmailSent", mid="777", subscriber_key=f"s{n}")),
-                             RecordRef("pins", 0, n), 1 << 20)
-        events.append(IncomingEvent(event, "acct_pins", "pins", 0, n))
-        jobs.append(NewJob(event.id, "cb_pins", event.subscriber_key, 0, topic="pins"))
-    return sorted(job.id for job in await store.persist_batch(events, jobs, []))
-
-
 def _count_pin_writes(store: SqlStore) -> list[int]:
     """Counts the store's write transactions that write pins (an instance attribute over the method)."""
     writes = [0]
@@ -112,37 +82,38 @@ def _count_pin_writes(store: SqlStore) -> list[int]:
 
 
 async def test_pins_waiting_together_are_written_in_one_transaction(store: SqlStore) -> None:
-    job_ids = await _jobs(store, 30)
+    job_ids = await persist_jobs(store, 30)
     writes = _count_pin_writes(store)
     with Gate(pg_helpers.testing_postgres()) as gate:
         busy = asyncio.create_task(store._write(gate.held()))  # the writer is busy with something else
         await asyncio.sleep(0)
-        pins = [asyncio.create_task(store.assign_batch(f"msg_{n}", job_ids[n * 3:n * 3 + 3])) for n in range(10)]
+        pins = [asyncio.create_task(store.assign_batch(f"msg_{n}", "cb_pins", job_ids[n * 3:n * 3 + 3]))
+                for n in range(10)]
         await asyncio.sleep(0)
         assert not any(pin.done() for pin in pins)
         gate.open()
         await asyncio.wait_for(asyncio.gather(busy, *pins), timeout=30)
     assert writes[0] == 1, "the ten pins waited for the writer together: one transaction"
-    rows = await store._read(lambda c: c.execute("SELECT id, batch_id FROM jobs ORDER BY id").fetchall())
-    assert [tuple(row) for row in rows] == [(job_id, f"msg_{n // 3}") for n, job_id in enumerate(job_ids)]
+    loaded = await store.load_pending("cb_pins", 0, 100)
+    assert [(job.id, job.batch_id) for job in loaded] == [(job_id, f"msg_{n // 3}") for n, job_id in enumerate(job_ids)]
 
 
 async def test_a_pin_group_shares_its_outcome(store: SqlStore) -> None:
-    job_ids = await _jobs(store, 4)
+    job_ids = await persist_jobs(store, 4)
     with Gate(pg_helpers.testing_postgres()) as gate:
         busy = asyncio.create_task(store._write(gate.held()))
         await asyncio.sleep(0)
-        pins = [asyncio.create_task(store.assign_batch("msg_a", job_ids[:1])),
-                asyncio.create_task(store.assign_batch("msg_bad", [2**70])),  # no store can hold this id
-                asyncio.create_task(store.assign_batch("msg_b", job_ids[1:2]))]
+        pins = [asyncio.create_task(store.assign_batch("msg_a", "cb_pins", job_ids[:1])),
+                asyncio.create_task(store.assign_batch("msg_bad", "cb_pins", [2**70])),  # no store can hold this id
+                asyncio.create_task(store.assign_batch("msg_b", "cb_pins", job_ids[1:2]))]
         await asyncio.sleep(0)
         gate.open()
         await busy
         outcomes = await asyncio.gather(*pins, return_exceptions=True)
     assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
-    await store.assign_batch("msg_c", job_ids[2:])  # the next group is a new transaction
-    rows = await store._read(lambda c: c.execute("SELECT batch_id FROM jobs ORDER BY id").fetchall())
-    assert [row[0] for row in rows] == [None, None, "msg_c", "msg_c"], "the failed group wrote nothing"
+    await store.assign_batch("msg_c", "cb_pins", job_ids[2:])  # the next group is a new transaction
+    loaded = await store.load_pending("cb_pins", 0, 100)
+    assert [job.batch_id for job in loaded] == [None, None, "msg_c", "msg_c"], "the failed group wrote nothing"
 
 
 async def test_ingest_persists_while_another_write_is_held(store: SqlStore) -> None:
@@ -153,7 +124,7 @@ async def test_ingest_persists_while_another_write_is_held(store: SqlStore) -> N
     with Gate(postgres=True) as gate:
         busy = asyncio.create_task(store._write(gate.held()))
         await asyncio.sleep(0)
-        job_ids = await asyncio.wait_for(_jobs(store, 5), timeout=10)
+        job_ids = await asyncio.wait_for(persist_jobs(store, 5), timeout=10)
         assert not busy.done(), "the other write was held all along"
         gate.open()
         await asyncio.wait_for(busy, timeout=30)
