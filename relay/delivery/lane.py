@@ -282,7 +282,7 @@ class Lane:
         log.warning("transformation_failed", callback_id=callback.id, event_id=job.event_id, webhook_id=msg_id,
                     reason=reason)
         self._window.settled([job], job.attempts + 1)
-        self._report(DeliveryResult(attempt, "dead", reason=reason, jobs=(job,), posted=False), callback)
+        self._report(DeliveryResult(attempt, "dead", reason=reason, jobs=(job,)), callback)
 
     def _policy(self, callback: Callback) -> RetryPolicy:
         options = callback.options
@@ -304,19 +304,22 @@ class Lane:
             error=outcome.error, response_excerpt=outcome.excerpt,
         )
         attempt_number = batch[0].attempts + 1
+        # A batch id on a job never attempted comes from a pin (pins.py), which this answer ends.
+        ends_pin = attempt_number == 1 and batch[0].batch_id is not None
         if outcome.ok:
-            result = DeliveryResult(attempt, "delivered", jobs=tuple(batch))
+            result = DeliveryResult(attempt, "delivered", jobs=tuple(batch), ends_pin=ends_pin)
         elif outcome.status == 410:
             result = DeliveryResult(attempt, "dead", reason="gone: receiver answered 410",
-                                    jobs=tuple(batch))
+                                    jobs=tuple(batch), ends_pin=ends_pin)
         else:
             created = min(j.created_at for j in batch)
             when = self._policy(callback).next_attempt_at(attempt_number, created, now, outcome)
             if when is None:
                 result = DeliveryResult(attempt, "dead", reason="retry schedule exhausted",
-                                        jobs=tuple(batch))
+                                        jobs=tuple(batch), ends_pin=ends_pin)
             else:
-                result = DeliveryResult(attempt, "retry", next_attempt_at=when, jobs=tuple(batch))
+                result = DeliveryResult(attempt, "retry", next_attempt_at=when, jobs=tuple(batch),
+                                        ends_pin=ends_pin)
         emit = log.debug if result.outcome == "delivered" else log.warning
         emit(
             "delivery_attempt",

@@ -259,9 +259,10 @@ class DeliveryResult:
     next_attempt_at: float = 0.0
     reason: str | None = None
     jobs: tuple[Job, ...] = field(default=())
-    # False for a job a transformation refused: no POST carried it, and the rest of its batch is
-    # still on its way under the batch's pin.
-    posted: bool = True
+    # The batch's first answer, for a batch pinned as one row (pins.py): the store deletes the pin,
+    # as its jobs now hold their batch id. Not for a job a transformation refused (no POST carried
+    # it; the rest of its batch is still on its way under the pin), nor for a batch never pinned.
+    ends_pin: bool = False
 
 
 OperationState = Literal["queued", "running", "paused", "done", "failed", "cancelled"]

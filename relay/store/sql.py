@@ -672,7 +672,7 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                               "UPDATE jobs SET state = 'dead', batch_id = v.batch_id, attempts = attempts + 1, "
                               "finished_at = ? FROM v WHERE jobs.id = v.id", (now,))
             # The jobs hold their batch id now; a refused job's result is not the batch's.
-            self._bulk.update(c, "v", ("batch_id",), sorted({(r.attempt.batch_id,) for r in results if r.posted}),
+            self._bulk.update(c, "v", ("batch_id",), sorted({(r.attempt.batch_id,) for r in results if r.ends_pin}),
                               "DELETE FROM batch_pins WHERE batch_id IN (SELECT batch_id FROM v)")
             # One row per job (the last result wins): one statement may not update a row twice.
             dead_letters = {job_id: (job_id, r.attempt.batch_id, r.attempt.callback_id, r.reason, now)

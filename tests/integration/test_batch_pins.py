@@ -14,10 +14,11 @@ CALLBACK = "cb_pins"
 
 
 def _result(batch_id: str, job_ids: list[int], outcome: str = "retry", posted: bool = True) -> DeliveryResult:
+    """An answer to a pinned batch's first POST, or (``posted`` False) a job its transformation refused."""
     now = time.time()
     attempt = AttemptRecord(batch_id, CALLBACK, tuple(job_ids), now, 503 if posted else None, 1.0, None, None)
     reason = None if outcome == "retry" else "refused by the transformation"
-    return DeliveryResult(attempt, outcome, next_attempt_at=now, reason=reason, posted=posted)  # type: ignore[arg-type]
+    return DeliveryResult(attempt, outcome, next_attempt_at=now, reason=reason, ends_pin=posted)  # type: ignore[arg-type]
 
 
 async def _batch_ids(store: SqlStore) -> dict[int, str | None]:
