@@ -275,8 +275,11 @@ class SqlOperations:
                 "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.received_at < ? "
                 "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_seq = e.seq) LIMIT ?)",
                 (events_before, batch)).rowcount
-            # A pin outlives its batch only when every job of it was refused before a POST (no result
-            # deletes it); its jobs' rows hold their batch id, so it is kept only as long as attempts.
+            # A pin outlives its batch when no answer to a POST of it came: every job refused by a
+            # transformation, or the batch pinned again under another id after its write was reported
+            # failed. Its jobs were attempted since, so none would take it; it goes with the attempts.
+            # (A batch left unanswered longer than that, by an instance down for as long, is composed
+            # afresh and sent under a new webhook-id.)
             c.execute("DELETE FROM batch_pins WHERE batch_id IN "
                       "(SELECT batch_id FROM batch_pins WHERE created_at < ? LIMIT ?)", (attempts_before, batch))
             return {"attempts": attempts, "deadletters": dead, "jobs": jobs, "events": events}
