@@ -36,7 +36,7 @@ from relay.delivery.window import Window
 from relay.metrics import METRICS
 from relay.signing import SigningKeys, delivery_headers, webhook_id
 from relay.store.base import Store
-from relay.store.models import AttemptRecord, Callback, DeliveryResult, Job
+from relay.store.models import AttemptRecord, Callback, DeliveryResult, Job, Outcome
 from relay.supervisor import Supervisor
 from relay.telemetry import Telemetry
 
@@ -304,22 +304,18 @@ class Lane:
             error=outcome.error, response_excerpt=outcome.excerpt,
         )
         attempt_number = batch[0].attempts + 1
-        # A batch id on a job never attempted comes from a pin (pins.py), which this answer ends.
-        ends_pin = attempt_number == 1 and batch[0].batch_id is not None
-        if outcome.ok:
-            result = DeliveryResult(attempt, "delivered", jobs=tuple(batch), ends_pin=ends_pin)
-        elif outcome.status == 410:
-            result = DeliveryResult(attempt, "dead", reason="gone: receiver answered 410",
-                                    jobs=tuple(batch), ends_pin=ends_pin)
-        else:
+        kind: Outcome = "delivered"
+        reason: str | None = None
+        when: float | None = 0.0
+        if outcome.status == 410:
+            kind, reason = "dead", "gone: receiver answered 410"
+        elif not outcome.ok:
             created = min(j.created_at for j in batch)
             when = self._policy(callback).next_attempt_at(attempt_number, created, now, outcome)
-            if when is None:
-                result = DeliveryResult(attempt, "dead", reason="retry schedule exhausted",
-                                        jobs=tuple(batch), ends_pin=ends_pin)
-            else:
-                result = DeliveryResult(attempt, "retry", next_attempt_at=when, jobs=tuple(batch),
-                                        ends_pin=ends_pin)
+            kind, reason = ("dead", "retry schedule exhausted") if when is None else ("retry", None)
+        # A batch id on a job never attempted comes from a pin (pins.py), which this answer ends.
+        result = DeliveryResult(attempt, kind, next_attempt_at=when or 0.0, reason=reason, jobs=tuple(batch),
+                                ends_pin=attempt_number == 1 and batch[0].batch_id is not None)
         emit = log.debug if result.outcome == "delivered" else log.warning
         emit(
             "delivery_attempt",

@@ -250,12 +250,15 @@ class AttemptRecord:
     response_excerpt: str | None
 
 
+Outcome = Literal["delivered", "retry", "dead"]
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
     """What the dispatcher decided after an attempt, for the store to write in a group."""
 
     attempt: AttemptRecord
-    outcome: Literal["delivered", "retry", "dead"]
+    outcome: Outcome
     next_attempt_at: float = 0.0
     reason: str | None = None
     jobs: tuple[Job, ...] = field(default=())

@@ -18,7 +18,7 @@ import asyncio
 import sys
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,12 +98,15 @@ def unpack_job_ids(data: bytes) -> list[int]:
     return packed.tolist()
 
 
-def restore_pins(jobs: Sequence[Job], pins: Iterable[tuple[str, bytes]]) -> None:
-    """Give each job its batch id from the pins (oldest first: a later pin of a job wins, as it was
-    pinned again after a write reported failed). Only jobs never attempted take one: an attempted
-    job's own row holds its batch id."""
+def restore_pins(jobs: Sequence[Job], read_pins: Callable[[int, int], Iterable[tuple[str, bytes]]]) -> None:
+    """Give each job never attempted its batch id from the pins that ``read_pins(low, high)`` returns
+    for that job id range, oldest first: a later pin of a job wins, as it was pinned again after a
+    write reported failed. An attempted job's own row holds its batch id; no pin is read without a
+    job that could take one."""
     unpinned = {job.id: job for job in jobs if job.batch_id is None and job.attempts == 0}
-    for batch_id, packed in pins:
+    if not unpinned:
+        return
+    for batch_id, packed in read_pins(min(unpinned), max(unpinned)):
         for job_id in unpack_job_ids(packed):
             job = unpinned.get(job_id)
             if job is not None:

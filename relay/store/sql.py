@@ -623,11 +623,10 @@ class SqlStore(SqlOperations, SqlDurableOperations):
                 "ORDER BY j.id LIMIT ?",
                 (callback_id, after_id, *params, limit),
             ).fetchall())
-            fresh = [job.id for job in jobs if job.batch_id is None and job.attempts == 0]
-            if fresh:  # pinned before a crash or a rebalance, and never answered
-                restore_pins(jobs, c.execute(
-                    "SELECT batch_id, job_ids FROM batch_pins WHERE callback_id = ? AND last_job_id >= ? "
-                    "AND first_job_id <= ? ORDER BY created_at", (callback_id, fresh[0], fresh[-1])).fetchall())
+            # Pinned before a crash or a rebalance, and never answered.
+            restore_pins(jobs, lambda low, high: c.execute(
+                "SELECT batch_id, job_ids FROM batch_pins WHERE callback_id = ? AND last_job_id >= ? "
+                "AND first_job_id <= ? ORDER BY created_at", (callback_id, low, high)).fetchall())
             return jobs
 
         return await self._read_bulk(run)

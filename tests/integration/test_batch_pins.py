@@ -13,12 +13,12 @@ from tests.helpers.stores import persist_jobs
 CALLBACK = "cb_pins"
 
 
-def _result(batch_id: str, job_ids: list[int], outcome: str = "retry", posted: bool = True) -> DeliveryResult:
-    """An answer to a pinned batch's first POST, or (``posted`` False) a job its transformation refused."""
+def _result(batch_id: str, job_ids: list[int], outcome: str = "retry", ends_pin: bool = True) -> DeliveryResult:
+    """An answer to a pinned batch's first POST, or (``ends_pin`` False) a job its transformation refused."""
     now = time.time()
-    attempt = AttemptRecord(batch_id, CALLBACK, tuple(job_ids), now, 503 if posted else None, 1.0, None, None)
+    attempt = AttemptRecord(batch_id, CALLBACK, tuple(job_ids), now, 503 if ends_pin else None, 1.0, None, None)
     reason = None if outcome == "retry" else "refused by the transformation"
-    return DeliveryResult(attempt, outcome, next_attempt_at=now, reason=reason, ends_pin=posted)  # type: ignore[arg-type]
+    return DeliveryResult(attempt, outcome, next_attempt_at=now, reason=reason, ends_pin=ends_pin)  # type: ignore[arg-type]
 
 
 async def _batch_ids(store: SqlStore) -> dict[int, str | None]:
@@ -45,7 +45,7 @@ async def test_a_pin_comes_back_with_its_jobs_until_the_batch_is_answered(store:
 async def test_a_refused_job_leaves_the_pin_to_the_rest_of_its_batch(store: SqlStore) -> None:
     ids = await persist_jobs(store, 3)
     await store.assign_batch("msg_b", CALLBACK, ids)
-    await store.record_results([_result("msg_b", ids[:1], "dead", posted=False)])
+    await store.record_results([_result("msg_b", ids[:1], "dead", ends_pin=False)])
     assert await _pins(store) == ["msg_b"]
     assert await _batch_ids(store) == {ids[1]: "msg_b", ids[2]: "msg_b"}
 
@@ -80,7 +80,7 @@ async def test_a_load_past_the_pinned_jobs_reads_no_pin(store: SqlStore) -> None
 async def test_retention_removes_pins_that_no_result_ended(store: SqlStore) -> None:
     ids = await persist_jobs(store, 2)
     await store.assign_batch("msg_d", CALLBACK, ids)
-    await store.record_results([_result("msg_d", ids, "dead", posted=False)])
+    await store.record_results([_result("msg_d", ids, "dead", ends_pin=False)])
     await store.purge_older_than(0.0, time.time() - 3600, 0.0)
     assert await _pins(store) == ["msg_d"], "younger than the attempts' retention: kept"
     await store.purge_older_than(0.0, time.time() + 1, 0.0)

@@ -30,6 +30,7 @@ def _job(job_id: int, attempts: int = 0, batch_id: str | None = None) -> Job:
 
 def test_only_jobs_never_attempted_and_unpinned_take_a_pin_and_the_last_pin_wins() -> None:
     jobs = [_job(1), _job(2), _job(3, attempts=1, batch_id="msg_answered"), _job(4, batch_id="msg_own"), _job(5)]
-    restore_pins(jobs, [("msg_old", pack_job_ids([1, 2])), ("msg_new", pack_job_ids([2, 3, 4])),
-                        ("msg_other", pack_job_ids([6, 7]))])
+    pins = [("msg_old", pack_job_ids([1, 2])), ("msg_new", pack_job_ids([2, 3, 4])),
+            ("msg_other", pack_job_ids([6, 7]))]
+    restore_pins(jobs, lambda low, high: pins)
     assert [job.batch_id for job in jobs] == ["msg_old", "msg_new", "msg_answered", "msg_own", None]
