@@ -10,8 +10,10 @@ from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 
 class BatchHistogram(Histogram):
@@ -21,7 +23,9 @@ class BatchHistogram(Histogram):
 
     def observe_many(self, amounts: Sequence[float]) -> None:
         """What ``observe`` of each amount gives, with one lock turn per bucket touched."""
-        if not amounts:
+        if len(amounts) <= 1:  # a single event's POST: the tally would cost more than it saves
+            if amounts:
+                self.observe(amounts[0])
             return
         self._raise_if_not_observable()
         self._sum.inc(sum(amounts))
@@ -41,6 +45,16 @@ class Metrics:
         """The callback_id label value for this callback."""
         return callback_id if self.per_callback else "all"
 
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once: ``labels()`` checks its values and takes a
+        lock on every call (~0.9 µs), and each delivery asked for two. Children are never removed
+        here, so a cached one stays the one exported."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def circuit_changed(self, callback_id: str, is_open: bool) -> None:
         if self.per_callback:
             self.circuit_open.labels(callback_id).set(1 if is_open else 0)
@@ -50,6 +64,7 @@ class Metrics:
             self.circuit_open.labels("all").dec()
 
     def __post_init__(self) -> None:
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         r = self.registry
         self.records_consumed = Counter("relay_records_consumed_total", "Kafka records read.", registry=r)
         self.records_quarantined = Counter(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ class Lane:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
+        # A delivered attempt's line is debug: built only when it is written (~2.7 µs a POST otherwise).
+        self._log_delivered = log.is_enabled_for(logging.DEBUG)
         current = callback(callback_id)
         self.circuit = CircuitBreaker(config.circuit, current.failing_since if current else None)
         self.concurrency = AdaptiveLimit(self._ceiling(current), config.initial_in_flight)
@@ -316,14 +319,15 @@ class Lane:
         # A batch id on a job never attempted comes from a pin (pins.py), which this answer ends.
         result = DeliveryResult(attempt, kind, next_attempt_at=when or 0.0, reason=reason, jobs=tuple(batch),
                                 ends_pin=attempt_number == 1 and batch[0].batch_id is not None)
-        emit = log.debug if result.outcome == "delivered" else log.warning
-        emit(
-            "delivery_attempt",
-            callback_id=callback.id, webhook_id=msg_id, event_ids=[j.event_id for j in batch[:10]],
-            batch_size=len(batch), attempt=attempt_number, status=outcome.status,
-            error=outcome.error, outcome=result.outcome, latency_ms=round(outcome.latency_ms, 2),
-            trace_id=tracing.trace_id(next((j.traceparent for j in batch if j.traceparent), None)),
-        )
+        delivered = result.outcome == "delivered"
+        if self._log_delivered or not delivered:
+            (log.debug if delivered else log.warning)(
+                "delivery_attempt",
+                callback_id=callback.id, webhook_id=msg_id, event_ids=[j.event_id for j in batch[:10]],
+                batch_size=len(batch), attempt=attempt_number, status=outcome.status,
+                error=outcome.error, outcome=result.outcome, latency_ms=round(outcome.latency_ms, 2),
+                trace_id=tracing.trace_id(next((j.traceparent for j in batch if j.traceparent), None)),
+            )
         if result.outcome == "retry":
             self._window.retry_at(batch, result.next_attempt_at, attempt_number, msg_id)
         else:

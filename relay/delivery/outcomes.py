@@ -93,15 +93,15 @@ class Outcomes:
     # -- attempts ---------------------------------------------------------------------------
     def on_result(self, result: DeliveryResult, callback: Callback) -> None:
         label = METRICS.callback(callback.id)
-        METRICS.deliveries.labels(label, result.outcome).inc()
+        METRICS.child(METRICS.deliveries, label, result.outcome).inc()
         METRICS.attempt_latency.observe(result.attempt.latency_ms / 1000)
         if result.outcome == "delivered":
-            METRICS.delivered_events.labels(label).inc(len(result.jobs))
+            METRICS.child(METRICS.delivered_events, label).inc(len(result.jobs))
             now = self._clock()
             METRICS.end_to_end.observe_many([max(0.0, now - job.event_timestamp_ms / 1000)
                                              for job in result.jobs if job.event_timestamp_ms])
         elif result.outcome == "dead":
-            METRICS.dead_letters.labels(label).inc(len(result.jobs))
+            METRICS.child(METRICS.dead_letters, label).inc(len(result.jobs))
             self._spawn("publish-dead-letters", self._publish_dead_letters(result))
             before, self.dead_letters = self.dead_letters, self.dead_letters + len(result.jobs)
             threshold = self._topics.deadletter_alert_threshold
