@@ -123,7 +123,9 @@ class SqliteStore(SqlStore):
 
     def _insert_last(self, c: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                      tail: str) -> tuple[int, int]:
-        return self._bulk.insert_last(cast(sqlite3.Connection, c), table, columns, rows, tail)
+        """Padded (``ValuesBulk.insert_last``): the events' key (``id``) and the jobs' (``event_seq,
+        callback_id``) hold no NULL, so a copy of a row always conflicts with it."""
+        return self._bulk.insert_last(cast(sqlite3.Connection, c), table, columns, rows, tail, pad=True)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
