@@ -135,13 +135,13 @@ def _parts(rows: Sequence[Sequence[Any]], width: int) -> list[Sequence[Sequence[
 
 
 def _padded(rows: Sequence[Sequence[Any]], width: int) -> list[Sequence[Sequence[Any]]]:
-    """Rows in parts of ``_largest``, each filled up to a power of two with copies of its last row:
-    the same statement shapes as ``_parts``, one statement per part."""
+    """Rows in parts of ``_largest``, each filled up to a power of two (or to ``_largest``, within
+    the parameter limit) with copies of its last row: the shapes ``_parts`` uses, one statement a part."""
     largest = _largest(width)
     parts: list[Sequence[Sequence[Any]]] = []
     for start in range(0, len(rows), largest):
         part = rows[start:start + largest]
-        size = 1 << (len(part) - 1).bit_length()
+        size = min(1 << (len(part) - 1).bit_length(), largest)
         parts.append([*part, *[part[-1]] * (size - len(part))])
     return parts
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.store.bulk import ValuesBulk, _padded
+from relay.store.bulk import ValuesBulk, _largest, _padded
 
 CONFLICT = "ON CONFLICT (k) DO NOTHING"
 
@@ -50,15 +50,17 @@ def test_a_padded_insert_writes_and_reports_what_an_unpadded_one_does(existing: 
     assert [row[1:] for row in _written(padded)] == [row[1:] for row in _written(plain)]
 
 
-@given(count=st.integers(1, 1200))
-def test_padding_fills_parts_to_a_power_of_two_with_the_last_row(count: int) -> None:
+@given(count=st.integers(1, 1200), width=st.sampled_from([1, 10, 13, 200, 30000]))
+def test_padding_fills_parts_to_a_shape_of_parts_with_the_last_row(count: int, width: int) -> None:
     rows = [(i,) for i in range(count)]
-    parts = _padded(rows, width=10)
-    assert [row for part in parts for row in part[:256]][:count] == rows
+    largest = _largest(width)
+    parts = _padded(rows, width)
+    assert [row for part in parts for row in part[:largest]][:count] == rows
+    shapes = {largest} | {1 << i for i in range(largest.bit_length())}  # what _parts can use
     for part in parts:
-        assert len(part) & (len(part) - 1) == 0 and len(part) <= 256
+        assert len(part) in shapes and len(part) * width <= 30000  # the parameter limit
     last = parts[-1]
-    real = count - 256 * (len(parts) - 1)
+    real = count - largest * (len(parts) - 1)
     assert last[real:] == [rows[-1]] * (len(last) - real)
 
 
